@@ -1,1 +1,66 @@
-fn main() {}
+//! The `kelson` binary: every component of a Kelson cluster behind one
+//! command, as k3s does.
+
+mod admin;
+mod server;
+mod store_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("KELSON_GIT_COMMIT");
+
+/// Default data directory, as `/var/lib/rancher/k3s` is for k3s.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/kelson";
+
+#[derive(Parser)]
+#[command(name = "kelson", version = VERSION, about = "Kelson: a Kubernetes-compatible cluster in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane of a cluster on this machine
+    Server(server::ServerArgs),
+    /// Manage the cluster's store (snapshots, status)
+    Store(store_cmd::StoreArgs),
+    /// Print the version of this binary
+    Version,
+}
+
+/// Location of the store file inside a data directory.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("server").join("db").join("state.redb")
+}
+
+/// Location of the server's local admin socket inside a data directory.
+pub fn admin_socket_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("server").join("kelson.sock")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Version => {
+            println!("kelson version v{VERSION} ({COMMIT})");
+            Ok(())
+        }
+        Command::Server(args) => runtime()?.block_on(server::run(args)),
+        Command::Store(args) => runtime()?.block_on(store_cmd::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
