@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kelson needs, for the role given:
+#   server  - what `kelson server` needs to run
+#   test    - what the test suite and benches need
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+role=${1:-server}
+packages=()
+case "$role" in
+  server) packages+=() ;;
+  # protobuf-compiler: the etcd client's gRPC code generation (bench crate).
+  # etcd-server: the reference the store bench measures against.
+  test) packages+=(protobuf-compiler etcd-server procps) ;;
+  *) echo "usage: $0 server|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (the Rust toolchain, e.g. from rustup)" >&2
+  exit 1
+fi

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds Kelson, installs it to /usr/local/bin and starts a single-node
+# server in the background on the default data dir (/var/lib/kelson).
+# Stop it with: kill "$(cat /var/lib/kelson/server/kelson.pid)"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data_dir=${KELSON_DATA_DIR:-/var/lib/kelson}
+./scripts/deps.sh server
+
+echo "==> building kelson (release)"
+cargo build --release --locked -p kelson
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+install -m 0755 "$target_dir/release/kelson" /usr/local/bin/kelson
+
+pidfile="$data_dir/server/kelson.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "kelson server is already running (pid $(cat "$pidfile"))"
+  exit 0
+fi
+mkdir -p "$data_dir/server"
+echo "==> starting kelson server (log: $data_dir/server/kelson.log)"
+nohup /usr/local/bin/kelson server --data-dir "$data_dir" >>"$data_dir/server/kelson.log" 2>&1 &
+echo $! >"$pidfile"
+for _ in $(seq 1 300); do
+  if /usr/local/bin/kelson store status --data-dir "$data_dir" >/dev/null 2>&1 && [ -S "$data_dir/server/kelson.sock" ]; then
+    echo "kelson server is running (pid $(cat "$pidfile"))"
+    /usr/local/bin/kelson store status --data-dir "$data_dir"
+    exit 0
+  fi
+  if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "kelson server exited; see $data_dir/server/kelson.log" >&2
+    tail -n 20 "$data_dir/server/kelson.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "kelson server did not become ready in 30 s; see $data_dir/server/kelson.log" >&2
+exit 1
