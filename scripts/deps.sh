@@ -9,9 +9,9 @@ role=${1:-server}
 packages=()
 case "$role" in
   server) packages+=() ;;
-  # protobuf-compiler: the etcd client's gRPC code generation (bench crate).
+  # protobuf-compiler, libprotobuf-dev: the etcd client's gRPC code generation (bench crate).
   # etcd-server: the reference the store bench measures against.
-  test) packages+=(protobuf-compiler etcd-server procps) ;;
+  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac
 

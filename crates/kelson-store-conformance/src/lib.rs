@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kelson_store::{
-    Error, Event, EventKind, RangeRequest, Revision, Store, WatchStart, WatchStream, MAX_VALUE_BYTES,
+    Error, Event, EventKind, RangeRequest, Revision, Store, WatchStart, WatchStream,
+    MAX_VALUE_BYTES,
 };
 
 /// Generates one `#[tokio::test]` per conformance check.
@@ -106,13 +107,19 @@ pub async fn create_if_absent(store: Arc<dyn Store>) {
         Err(Error::AlreadyExists { current }) => assert_eq!(*current, first),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(store.get(b"/k", None).await.unwrap().kv.unwrap().value, b("one"));
+    assert_eq!(
+        store.get(b"/k", None).await.unwrap().kv.unwrap().value,
+        b("one")
+    );
 }
 
 /// Guarded writes lose against a newer mod revision and report the winner.
 pub async fn compare_and_swap_conflicts(store: Arc<dyn Store>) {
     let v1 = store.create(b("/cas"), b("v1")).await.unwrap();
-    let v2 = store.update(b("/cas"), b("v2"), v1.mod_revision).await.unwrap();
+    let v2 = store
+        .update(b("/cas"), b("v2"), v1.mod_revision)
+        .await
+        .unwrap();
     match store.update(b("/cas"), b("stale"), v1.mod_revision).await {
         Err(Error::Conflict { expected, current }) => {
             assert_eq!(expected, v1.mod_revision);
@@ -129,26 +136,54 @@ pub async fn compare_and_swap_conflicts(store: Arc<dyn Store>) {
         store.update(b("/missing"), b("x"), 1).await,
         Err(Error::NotFound)
     ));
-    store.update(b("/cas"), b("v3"), v2.mod_revision).await.unwrap();
+    store
+        .update(b("/cas"), b("v3"), v2.mod_revision)
+        .await
+        .unwrap();
 }
 
 pub async fn delete_semantics(store: Arc<dyn Store>) {
-    assert!(matches!(store.delete(b("/gone"), None).await, Err(Error::NotFound)));
+    assert!(matches!(
+        store.delete(b("/gone"), None).await,
+        Err(Error::NotFound)
+    ));
     let kv = store.create(b("/gone"), b("v")).await.unwrap();
-    let d = store.delete(b("/gone"), Some(kv.mod_revision)).await.unwrap();
+    let d = store
+        .delete(b("/gone"), Some(kv.mod_revision))
+        .await
+        .unwrap();
     assert_eq!(d.prev, kv);
     assert_eq!(store.get(b"/gone", None).await.unwrap().kv, None);
-    assert!(matches!(store.delete(b("/gone"), None).await, Err(Error::NotFound)));
+    assert!(matches!(
+        store.delete(b("/gone"), None).await,
+        Err(Error::NotFound)
+    ));
 }
 
 pub async fn reads_at_past_revisions(store: Arc<dyn Store>) {
     let v1 = store.create(b("/p"), b("1")).await.unwrap();
-    let v2 = store.update(b("/p"), b("2"), v1.mod_revision).await.unwrap();
+    let v2 = store
+        .update(b("/p"), b("2"), v1.mod_revision)
+        .await
+        .unwrap();
     let del = store.delete(b("/p"), None).await.unwrap();
-    assert_eq!(store.get(b"/p", Some(v1.mod_revision)).await.unwrap().kv, Some(v1.clone()));
-    assert_eq!(store.get(b"/p", Some(v2.mod_revision)).await.unwrap().kv, Some(v2));
+    assert_eq!(
+        store.get(b"/p", Some(v1.mod_revision)).await.unwrap().kv,
+        Some(v1.clone())
+    );
+    assert_eq!(
+        store.get(b"/p", Some(v2.mod_revision)).await.unwrap().kv,
+        Some(v2)
+    );
     assert_eq!(store.get(b"/p", Some(del.revision)).await.unwrap().kv, None);
-    assert_eq!(store.get(b"/p", Some(v1.mod_revision - 1)).await.unwrap().kv, None);
+    assert_eq!(
+        store
+            .get(b"/p", Some(v1.mod_revision - 1))
+            .await
+            .unwrap()
+            .kv,
+        None
+    );
     let cur = store.status().await.unwrap().revision;
     assert!(matches!(
         store.get(b"/p", Some(cur + 10)).await,
@@ -160,9 +195,15 @@ pub async fn reads_at_past_revisions(store: Arc<dyn Store>) {
 /// writes continue.
 pub async fn paginated_list_sees_one_revision(store: Arc<dyn Store>) {
     for i in 0..50 {
-        store.create(b(&format!("/list/{i:03}")), b("orig")).await.unwrap();
+        store
+            .create(b(&format!("/list/{i:03}")), b("orig"))
+            .await
+            .unwrap();
     }
-    store.create(b("/listx"), b("outside the prefix")).await.unwrap();
+    store
+        .create(b("/listx"), b("outside the prefix"))
+        .await
+        .unwrap();
 
     let writer = {
         let store = store.clone();
@@ -170,10 +211,19 @@ pub async fn paginated_list_sees_one_revision(store: Arc<dyn Store>) {
             for i in 0..50 {
                 let key = b(&format!("/list/{i:03}"));
                 let kv = store.get(&key, None).await.unwrap().kv.unwrap();
-                store.update(key, b("changed"), kv.mod_revision).await.unwrap();
-                store.create(b(&format!("/list/new-{i:03}")), b("new")).await.unwrap();
+                store
+                    .update(key, b("changed"), kv.mod_revision)
+                    .await
+                    .unwrap();
+                store
+                    .create(b(&format!("/list/new-{i:03}")), b("new"))
+                    .await
+                    .unwrap();
                 if i % 5 == 0 {
-                    store.delete(b(&format!("/list/{i:03}")), None).await.unwrap();
+                    store
+                        .delete(b(&format!("/list/{i:03}")), None)
+                        .await
+                        .unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -211,11 +261,19 @@ pub async fn paginated_list_sees_one_revision(store: Arc<dyn Store>) {
     writer.await.unwrap();
     let keys: Vec<_> = seen.iter().map(|kv| kv.key.clone()).collect();
     let expected: Vec<_> = (0..50).map(|i| b(&format!("/list/{i:03}"))).collect();
-    assert_eq!(keys, expected, "pages must show exactly the keys as of revision {rev}");
-    assert!(seen.iter().all(|kv| kv.value == b("orig") && kv.mod_revision <= rev));
+    assert_eq!(
+        keys, expected,
+        "pages must show exactly the keys as of revision {rev}"
+    );
+    assert!(seen
+        .iter()
+        .all(|kv| kv.value == b("orig") && kv.mod_revision <= rev));
 
     // The same list at the current revision sees the writes.
-    let now = store.range(RangeRequest::prefix(b("/list/"))).await.unwrap();
+    let now = store
+        .range(RangeRequest::prefix(b("/list/")))
+        .await
+        .unwrap();
     assert!(now.revision > rev);
     assert_eq!(now.kvs.len(), 90);
     assert!(!now.more);
@@ -233,9 +291,15 @@ pub async fn watch_replays_then_streams(store: Arc<dyn Store>) {
 
     let mut w = store.watch(b("/w/"), WatchStart::After(r)).await.unwrap();
     let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.kv.clone(), e.prev.clone()), (EventKind::Put, a2.clone(), Some(a1)));
+    assert_eq!(
+        (e.kind, e.kv.clone(), e.prev.clone()),
+        (EventKind::Put, a2.clone(), Some(a1))
+    );
     let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.kv.clone(), e.prev.clone()), (EventKind::Put, b1.clone(), None));
+    assert_eq!(
+        (e.kind, e.kv.clone(), e.prev.clone()),
+        (EventKind::Put, b1.clone(), None)
+    );
     let e = next_event(&mut w).await;
     assert_eq!(e.kind, EventKind::Delete);
     assert_eq!(e.kv.key, b("/w/a"));
@@ -243,7 +307,10 @@ pub async fn watch_replays_then_streams(store: Arc<dyn Store>) {
     assert_eq!(e.prev, Some(a2));
 
     // Live events follow without gaps or duplicates.
-    let b2 = store.update(b("/w/b"), b("2"), b1.mod_revision).await.unwrap();
+    let b2 = store
+        .update(b("/w/b"), b("2"), b1.mod_revision)
+        .await
+        .unwrap();
     let c = store.create(b("/w/c"), b("1")).await.unwrap();
     let e = next_event(&mut w).await;
     assert_eq!((e.kv.clone(), e.prev.clone()), (b2, Some(b1)));
@@ -280,9 +347,15 @@ pub async fn slow_watcher_misses_nothing(store: Arc<dyn Store>) {
     // One write at a time, so that each is its own commit: more commits than
     // any backend buffers for a watcher that is not reading.
     for i in 0..WRITES {
-        store.create(b(&format!("/s/{i:05}")), b("v")).await.unwrap();
+        store
+            .create(b(&format!("/s/{i:05}")), b("v"))
+            .await
+            .unwrap();
         if i % 2 == 0 {
-            store.create(b(&format!("/elsewhere/{i:05}")), b("v")).await.unwrap();
+            store
+                .create(b(&format!("/elsewhere/{i:05}")), b("v"))
+                .await
+                .unwrap();
         }
     }
     let mut last: Revision = 0;
@@ -300,11 +373,17 @@ pub async fn slow_watcher_misses_nothing(store: Arc<dyn Store>) {
 /// the distinct compacted error; the state at C stays readable.
 pub async fn compacted_reads_and_watches_fail(store: Arc<dyn Store>) {
     let v1 = store.create(b("/c/a"), b("1")).await.unwrap();
-    let v2 = store.update(b("/c/a"), b("2"), v1.mod_revision).await.unwrap();
+    let v2 = store
+        .update(b("/c/a"), b("2"), v1.mod_revision)
+        .await
+        .unwrap();
     let gone = store.create(b("/c/gone"), b("x")).await.unwrap();
     store.delete(b("/c/gone"), None).await.unwrap();
     let c = store.status().await.unwrap().revision;
-    let v3 = store.update(b("/c/a"), b("3"), v2.mod_revision).await.unwrap();
+    let v3 = store
+        .update(b("/c/a"), b("3"), v2.mod_revision)
+        .await
+        .unwrap();
     store.compact(c).await.unwrap();
     assert_eq!(store.status().await.unwrap().compacted, c);
 
@@ -319,7 +398,10 @@ pub async fn compacted_reads_and_watches_fail(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(err.is_compacted(), "got {err:?}");
-    match store.watch(b("/c/"), WatchStart::After(gone.mod_revision)).await {
+    match store
+        .watch(b("/c/"), WatchStart::After(gone.mod_revision))
+        .await
+    {
         Err(e) => assert!(e.is_compacted(), "got {e:?}"),
         Ok(_) => panic!("watch from a compacted revision must fail"),
     }
@@ -327,7 +409,10 @@ pub async fn compacted_reads_and_watches_fail(store: Arc<dyn Store>) {
     assert!(store.compact(c).await.unwrap_err().is_compacted());
 
     // The state at C and after it is intact.
-    assert_eq!(store.get(b"/c/a", Some(c)).await.unwrap().kv, Some(v2.clone()));
+    assert_eq!(
+        store.get(b"/c/a", Some(c)).await.unwrap().kv,
+        Some(v2.clone())
+    );
     assert_eq!(store.get(b"/c/gone", Some(c)).await.unwrap().kv, None);
     assert_eq!(store.get(b"/c/a", None).await.unwrap().kv, Some(v3.clone()));
     let mut w = store.watch(b("/c/"), WatchStart::After(c)).await.unwrap();
@@ -342,7 +427,10 @@ pub async fn watch_ends_when_history_is_compacted_under_it(store: Arc<dyn Store>
     for i in 1..3000 {
         store.create(b(&format!("/h/{i}")), b("v")).await.unwrap();
     }
-    let mut w = store.watch(b("/h/"), WatchStart::After(first.mod_revision - 1)).await.unwrap();
+    let mut w = store
+        .watch(b("/h/"), WatchStart::After(first.mod_revision - 1))
+        .await
+        .unwrap();
     // Read a little, then compact far ahead of the watcher.
     let e = next_event(&mut w).await;
     assert_eq!(e.kv.mod_revision, first.mod_revision);
@@ -388,7 +476,10 @@ pub async fn oversized_values_are_refused(store: Arc<dyn Store>) {
         store.update(b("/big"), big, kv.mod_revision).await,
         Err(Error::ValueTooLarge { .. })
     ));
-    assert_eq!(store.get(b"/big", None).await.unwrap().kv.unwrap().value, max);
+    assert_eq!(
+        store.get(b"/big", None).await.unwrap().kv.unwrap().value,
+        max
+    );
 }
 
 /// 64 tasks × 1,000 read-modify-write increments of one key, every conflict
@@ -408,7 +499,10 @@ pub async fn concurrent_increments(store: Arc<dyn Store>) {
                 for _ in 0..INCREMENTS {
                     loop {
                         let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
-                        match store.update(key.clone(), b(&(n + 1).to_string()), kv.mod_revision).await {
+                        match store
+                            .update(key.clone(), b(&(n + 1).to_string()), kv.mod_revision)
+                            .await
+                        {
                             Ok(new) => {
                                 kv = new;
                                 break;
@@ -432,7 +526,10 @@ pub async fn concurrent_increments(store: Arc<dyn Store>) {
     let kv = store.get(&key, None).await.unwrap().kv.unwrap();
     assert_eq!(kv.value, b(&(TASKS * INCREMENTS).to_string()));
     assert_eq!(kv.version, TASKS * INCREMENTS + 1);
-    assert!(conflicts > 0, "64 concurrent writers of one key must have conflicted");
+    assert!(
+        conflicts > 0,
+        "64 concurrent writers of one key must have conflicted"
+    );
     // Every version is in history, in order.
     let mut seen = BTreeMap::new();
     let mut w = store

@@ -182,10 +182,14 @@ impl Record {
             return Err(DecodeError::TrailingBytes(r.remaining()));
         }
         if kind == EventKind::Delete && (!value.is_empty() || prev_revision == 0) {
-            return Err(DecodeError::Invalid("delete record with a value or without a previous revision"));
+            return Err(DecodeError::Invalid(
+                "delete record with a value or without a previous revision",
+            ));
         }
         if kind == EventKind::Put && (create_revision == 0 || version == 0) {
-            return Err(DecodeError::Invalid("put record without create revision or version"));
+            return Err(DecodeError::Invalid(
+                "put record without create revision or version",
+            ));
         }
         Ok(Record {
             kind,
@@ -223,7 +227,10 @@ mod tests {
     fn every_truncation_is_an_error() {
         let enc = sample().encode();
         for n in 0..enc.len() {
-            assert!(Record::decode(&enc[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                Record::decode(&enc[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 
@@ -243,10 +250,16 @@ mod tests {
         put_varint(&mut out, u64::MAX);
         assert_eq!(Reader::new(&out).varint("v").unwrap(), u64::MAX);
         let too_long = [0xffu8; 11];
-        assert_eq!(Reader::new(&too_long).varint("v"), Err(DecodeError::VarintOverflow));
+        assert_eq!(
+            Reader::new(&too_long).varint("v"),
+            Err(DecodeError::VarintOverflow)
+        );
         let mut over = vec![0xffu8; 9];
         over.push(0x02);
-        assert_eq!(Reader::new(&over).varint("v"), Err(DecodeError::VarintOverflow));
+        assert_eq!(
+            Reader::new(&over).varint("v"),
+            Err(DecodeError::VarintOverflow)
+        );
     }
 
     #[test]

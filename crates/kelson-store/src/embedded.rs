@@ -149,8 +149,9 @@ impl EmbeddedStore {
     pub async fn open(path: impl AsRef<Path>, options: Options) -> Result<EmbeddedStore> {
         let path = path.as_ref().to_path_buf();
         let open_path = path.clone();
-        let (db, state, pending) =
-            tokio::task::spawn_blocking(move || load(&open_path)).await.map_err(join_error)??;
+        let (db, state, pending) = tokio::task::spawn_blocking(move || load(&open_path))
+            .await
+            .map_err(join_error)??;
         tracing::info!(
             path = %path.display(),
             revision = state.revision,
@@ -285,7 +286,10 @@ impl Store for EmbeddedStore {
             (rev, state.index.get(key, rev))
         };
         let Some(version) = version else {
-            return Ok(GetResponse { kv: None, revision: rev });
+            return Ok(GetResponse {
+                kv: None,
+                revision: rev,
+            });
         };
         let shared = self.shared.clone();
         let key = Bytes::copy_from_slice(key);
@@ -341,7 +345,14 @@ impl Store for EmbeddedStore {
 
     async fn update(&self, key: Bytes, value: Bytes, expected: Revision) -> Result<KeyValue> {
         check_write(&key, Some(&value))?;
-        match self.write(Op::Update { key, value, expected }).await? {
+        match self
+            .write(Op::Update {
+                key,
+                value,
+                expected,
+            })
+            .await?
+        {
             Outcome::Put(kv) => Ok(kv),
             Outcome::Deleted(_) => unreachable!("update answers with a put"),
         }
@@ -449,7 +460,9 @@ fn read_version(
         compacted: v.mod_revision,
     })?;
     if rec.key != key {
-        return Err(Error::Corrupt(DecodeError::Invalid("record key differs from index")));
+        return Err(Error::Corrupt(DecodeError::Invalid(
+            "record key differs from index",
+        )));
     }
     Ok(KeyValue {
         key,
@@ -569,7 +582,9 @@ async fn auto_compact(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         let (revision, compacted) = {
             let s = shared.state.read();
             (s.revision, s.compacted)
@@ -588,7 +603,13 @@ async fn auto_compact(
         }
         if let Some(rev) = target.filter(|&r| r > compacted) {
             let (reply, rx) = oneshot::channel();
-            if requests.send(Request::Compact { revision: rev, reply }).is_err() {
+            if requests
+                .send(Request::Compact {
+                    revision: rev,
+                    reply,
+                })
+                .is_err()
+            {
                 return;
             }
             match rx.await {
@@ -722,7 +743,14 @@ impl Writer {
                 while let Some((op, reply)) = queue.pop_front() {
                     // A request that fails validation is answered; an engine
                     // failure aborts the whole batch (the `?`).
-                    let res = self.apply_op(&mut log, &mut overlay, &mut next, op, &mut changes, &mut events);
+                    let res = self.apply_op(
+                        &mut log,
+                        &mut overlay,
+                        &mut next,
+                        op,
+                        &mut changes,
+                        &mut events,
+                    );
                     replies.push((reply, res));
                     if let Some((_, Err(e))) = replies.last() {
                         if matches!(e, Error::Engine(_) | Error::Io(_) | Error::Corrupt(_)) {
@@ -731,9 +759,12 @@ impl Writer {
                     }
                 }
                 while removed.len() < DELETES_PER_TXN {
-                    let Some(rev) = self.pending_deletes.pop_front() else { break };
+                    let Some(rev) = self.pending_deletes.pop_front() else {
+                        break;
+                    };
                     removed.push(rev);
-                    log.remove(encode_revision(rev).as_slice()).map_err(engine)?;
+                    log.remove(encode_revision(rev).as_slice())
+                        .map_err(engine)?;
                 }
                 if next != base {
                     let mut meta = txn.open_table(META).map_err(engine)?;
@@ -768,7 +799,11 @@ impl Writer {
                     self.pending_deletes.push_front(rev);
                 }
                 let unanswered = queue.into_iter().map(|(_, reply)| reply);
-                for reply in replies.into_iter().map(|(reply, _)| reply).chain(unanswered) {
+                for reply in replies
+                    .into_iter()
+                    .map(|(reply, _)| reply)
+                    .chain(unanswered)
+                {
                     let _ = reply.send(Err(Error::Engine(e.to_string())));
                 }
             }
@@ -847,9 +882,16 @@ impl Writer {
                     kv: kv.clone(),
                     prev: None,
                 };
-                (record, Outcome::Put(kv), event, Some(Current { version, value }))
+                (
+                    record,
+                    Outcome::Put(kv),
+                    event,
+                    Some(Current { version, value }),
+                )
             }
-            Op::Update { value, expected, .. } => {
+            Op::Update {
+                value, expected, ..
+            } => {
                 let c = current.as_ref().ok_or(Error::NotFound)?;
                 if c.version.mod_revision != expected {
                     return Err(Error::Conflict {
@@ -882,7 +924,12 @@ impl Writer {
                     kv: kv.clone(),
                     prev: Some(current_kv(c)),
                 };
-                (record, Outcome::Put(kv), event, Some(Current { version, value }))
+                (
+                    record,
+                    Outcome::Put(kv),
+                    event,
+                    Some(Current { version, value }),
+                )
             }
             Op::Delete { expected, .. } => {
                 let c = current.as_ref().ok_or(Error::NotFound)?;

@@ -20,7 +20,9 @@ pub enum Error {
         current: Box<KeyValue>,
     },
 
-    #[error("required revision {requested} has been compacted (compacted revision is {compacted})")]
+    #[error(
+        "required revision {requested} has been compacted (compacted revision is {compacted})"
+    )]
     Compacted {
         requested: Revision,
         compacted: Revision,

@@ -61,7 +61,9 @@ impl Index {
     /// Records a change; revisions must be applied in increasing order.
     pub fn apply(&mut self, key: &Bytes, change: Change) {
         let changes = self.keys.entry(key.clone()).or_default();
-        debug_assert!(changes.last().is_none_or(|c| c.revision() < change.revision()));
+        debug_assert!(changes
+            .last()
+            .is_none_or(|c| c.revision() < change.revision()));
         changes.push(change);
     }
 

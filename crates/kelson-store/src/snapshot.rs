@@ -54,7 +54,10 @@ impl<W: Write> Write for Summing<W> {
     }
 }
 
-pub(crate) fn write_from_txn<W: Write>(txn: &redb::ReadTransaction, out: W) -> Result<SnapshotInfo> {
+pub(crate) fn write_from_txn<W: Write>(
+    txn: &redb::ReadTransaction,
+    out: W,
+) -> Result<SnapshotInfo> {
     let meta = txn.open_table(META).map_err(engine)?;
     let revision = read_meta(&meta, META_REVISION)?;
     let compacted = read_meta(&meta, META_COMPACTED)?;
@@ -96,23 +99,29 @@ pub(crate) fn write_from_txn<W: Write>(txn: &redb::ReadTransaction, out: W) -> R
 /// trailing checksum; `each` sees every record in order. Nothing read is
 /// trusted before the checksum is verified, so callers must treat the records
 /// as provisional until this returns `Ok`.
-pub fn read<R: Read>(input: R, mut each: impl FnMut(Revision, &[u8]) -> Result<()>) -> Result<SnapshotInfo> {
+pub fn read<R: Read>(
+    input: R,
+    mut each: impl FnMut(Revision, &[u8]) -> Result<()>,
+) -> Result<SnapshotInfo> {
     let mut r = std::io::BufReader::with_capacity(1 << 20, input);
     let mut crc = crc32fast::Hasher::new();
     let mut bytes = 0u64;
-    let mut take = |r: &mut std::io::BufReader<R>, buf: &mut [u8], what: &'static str| -> Result<()> {
-        r.read_exact(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => Error::Corrupt(DecodeError::Truncated(what)),
-            _ => Error::Io(e),
-        })?;
-        crc.update(buf);
-        bytes += buf.len() as u64;
-        Ok(())
-    };
+    let mut take =
+        |r: &mut std::io::BufReader<R>, buf: &mut [u8], what: &'static str| -> Result<()> {
+            r.read_exact(buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::Corrupt(DecodeError::Truncated(what)),
+                _ => Error::Io(e),
+            })?;
+            crc.update(buf);
+            bytes += buf.len() as u64;
+            Ok(())
+        };
     let mut magic = [0u8; 8];
     take(&mut r, &mut magic, "snapshot header")?;
     if &magic != MAGIC {
-        return Err(Error::Corrupt(DecodeError::Invalid("not a Kelson snapshot")));
+        return Err(Error::Corrupt(DecodeError::Invalid(
+            "not a Kelson snapshot",
+        )));
     }
     let mut word = [0u8; 8];
     take(&mut r, &mut word, "snapshot header")?;
@@ -120,7 +129,9 @@ pub fn read<R: Read>(input: R, mut each: impl FnMut(Revision, &[u8]) -> Result<(
     take(&mut r, &mut word, "snapshot header")?;
     let compacted = u64::from_le_bytes(word);
     if compacted > revision {
-        return Err(Error::Corrupt(DecodeError::Invalid("compacted revision above revision")));
+        return Err(Error::Corrupt(DecodeError::Invalid(
+            "compacted revision above revision",
+        )));
     }
     let mut records = 0u64;
     let mut last_rev = 0u64;
@@ -133,13 +144,17 @@ pub fn read<R: Read>(input: R, mut each: impl FnMut(Revision, &[u8]) -> Result<(
                 take(&mut r, &mut word, "snapshot frame")?;
                 let rev = u64::from_le_bytes(word);
                 if rev <= last_rev || rev > revision {
-                    return Err(Error::Corrupt(DecodeError::Invalid("snapshot revisions out of order")));
+                    return Err(Error::Corrupt(DecodeError::Invalid(
+                        "snapshot revisions out of order",
+                    )));
                 }
                 let mut len = [0u8; 4];
                 take(&mut r, &mut len, "snapshot frame")?;
                 let len = u32::from_le_bytes(len) as usize;
                 if len > MAX_RECORD {
-                    return Err(Error::Corrupt(DecodeError::Invalid("snapshot record too large")));
+                    return Err(Error::Corrupt(DecodeError::Invalid(
+                        "snapshot record too large",
+                    )));
                 }
                 record.resize(len, 0);
                 take(&mut r, &mut record, "snapshot record")?;
@@ -151,11 +166,17 @@ pub fn read<R: Read>(input: R, mut each: impl FnMut(Revision, &[u8]) -> Result<(
             0 => {
                 take(&mut r, &mut word, "snapshot trailer")?;
                 if u64::from_le_bytes(word) != records {
-                    return Err(Error::Corrupt(DecodeError::Invalid("snapshot record count mismatch")));
+                    return Err(Error::Corrupt(DecodeError::Invalid(
+                        "snapshot record count mismatch",
+                    )));
                 }
                 break;
             }
-            _ => return Err(Error::Corrupt(DecodeError::Invalid("unknown snapshot frame"))),
+            _ => {
+                return Err(Error::Corrupt(DecodeError::Invalid(
+                    "unknown snapshot frame",
+                )))
+            }
         }
     }
     let expected = crc.clone().finalize();
@@ -167,7 +188,9 @@ pub fn read<R: Read>(input: R, mut each: impl FnMut(Revision, &[u8]) -> Result<(
     }
     let mut extra = [0u8; 1];
     if r.read(&mut extra)? != 0 {
-        return Err(Error::Corrupt(DecodeError::Invalid("bytes after snapshot checksum")));
+        return Err(Error::Corrupt(DecodeError::Invalid(
+            "bytes after snapshot checksum",
+        )));
     }
     Ok(SnapshotInfo {
         revision,

@@ -49,7 +49,10 @@ impl Drop for WatchStream {
 impl WatchStream {
     /// Wraps a channel fed by a backend's own task (which the stream aborts
     /// when dropped).
-    pub fn from_parts(rx: mpsc::Receiver<Result<Event>>, task: tokio::task::JoinHandle<()>) -> Self {
+    pub fn from_parts(
+        rx: mpsc::Receiver<Result<Event>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
         WatchStream { rx, task }
     }
 }
@@ -112,7 +115,8 @@ async fn run(
                             continue;
                         }
                         last = ev.revision();
-                        if ev.kv.key.starts_with(&prefix) && tx.send(Ok(ev.clone())).await.is_err() {
+                        if ev.kv.key.starts_with(&prefix) && tx.send(Ok(ev.clone())).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -145,7 +149,10 @@ fn replay(shared: &Shared, prefix: &[u8], after: Revision, to: Revision) -> Resu
     let from = encode_revision(after + 1);
     let until = encode_revision(to);
     let mut events = Vec::new();
-    for item in log.range(from.as_slice()..=until.as_slice()).map_err(engine)? {
+    for item in log
+        .range(from.as_slice()..=until.as_slice())
+        .map_err(engine)?
+    {
         let (k, v) = item.map_err(engine)?;
         let rev = decode_revision(k.value())?;
         let rec = Record::decode(v.value())?;

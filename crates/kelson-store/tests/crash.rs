@@ -60,7 +60,10 @@ async fn acknowledged_writes_survive_sigkill() {
         std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
         child.0.kill().unwrap();
         let status = child.0.wait().unwrap();
-        assert!(!status.success(), "the writer must have been killed, not exited");
+        assert!(
+            !status.success(),
+            "the writer must have been killed, not exited"
+        );
         let lines = reader.join().unwrap();
         let before = acks.len();
         for line in &lines {
@@ -77,11 +80,20 @@ async fn acknowledged_writes_survive_sigkill() {
             }
         }
         let new_acks = acks.len() - before;
-        eprintln!("run {run}: killed after {:?}, {new_acks} new acknowledged writes", started.elapsed());
+        eprintln!(
+            "run {run}: killed after {:?}, {new_acks} new acknowledged writes",
+            started.elapsed()
+        );
 
-        let store = EmbeddedStore::open(&path, Options { compaction: None, ..Options::default() })
-            .await
-            .unwrap();
+        let store = EmbeddedStore::open(
+            &path,
+            Options {
+                compaction: None,
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap();
         let status = store.status().await.unwrap();
         for ack in &acks {
             let kv = store
@@ -89,9 +101,18 @@ async fn acknowledged_writes_survive_sigkill() {
                 .await
                 .unwrap()
                 .kv
-                .unwrap_or_else(|| panic!("acknowledged write {} at {} is missing", ack.key, ack.revision));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "acknowledged write {} at {} is missing",
+                        ack.key, ack.revision
+                    )
+                });
             assert_eq!(kv.mod_revision, ack.revision);
-            assert!(kv.value.starts_with(ack.tag.as_bytes()), "wrong value for {}", ack.key);
+            assert!(
+                kv.value.starts_with(ack.tag.as_bytes()),
+                "wrong value for {}",
+                ack.key
+            );
             last_revision = last_revision.max(ack.revision);
         }
         assert!(
@@ -102,5 +123,9 @@ async fn acknowledged_writes_survive_sigkill() {
         last_revision = status.revision;
         store.close().await;
     }
-    assert!(acks.len() > 100, "the writer acknowledged too little to prove anything: {}", acks.len());
+    assert!(
+        acks.len() > 100,
+        "the writer acknowledged too little to prove anything: {}",
+        acks.len()
+    );
 }

@@ -18,12 +18,22 @@ fn options() -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_taken_during_writes_restores_to_one_revision() {
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path().join("a.redb"), options()).await.unwrap());
+    let store = std::sync::Arc::new(
+        EmbeddedStore::open(dir.path().join("a.redb"), options())
+            .await
+            .unwrap(),
+    );
     for i in 0..200 {
-        store.create(b(&format!("/k/{i:03}")), b(&format!("v{i}"))).await.unwrap();
+        store
+            .create(b(&format!("/k/{i:03}")), b(&format!("v{i}")))
+            .await
+            .unwrap();
     }
     let kv = store.get(b"/k/000", None).await.unwrap().kv.unwrap();
-    store.update(b("/k/000"), b("updated"), kv.mod_revision).await.unwrap();
+    store
+        .update(b("/k/000"), b("updated"), kv.mod_revision)
+        .await
+        .unwrap();
     store.delete(b("/k/001"), None).await.unwrap();
     store.compact(150).await.unwrap();
 
@@ -32,12 +42,18 @@ async fn snapshot_taken_during_writes_restores_to_one_revision() {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..200 {
-                store.create(b(&format!("/late/{i:03}")), b("x")).await.unwrap();
+                store
+                    .create(b(&format!("/late/{i:03}")), b("x"))
+                    .await
+                    .unwrap();
             }
         })
     };
     let snap = dir.path().join("snap.db");
-    let info = store.snapshot(std::fs::File::create(&snap).unwrap()).await.unwrap();
+    let info = store
+        .snapshot(std::fs::File::create(&snap).unwrap())
+        .await
+        .unwrap();
     writer.await.unwrap();
     assert_eq!(snapshot::verify(&snap).unwrap(), info);
     assert_eq!(info.compacted, 150);
@@ -45,7 +61,9 @@ async fn snapshot_taken_during_writes_restores_to_one_revision() {
     let restored_path = dir.path().join("restored/store.redb");
     let restored_info = snapshot::restore(&snap, &restored_path).unwrap();
     assert_eq!(restored_info.revision, info.revision);
-    let restored = EmbeddedStore::open(&restored_path, options()).await.unwrap();
+    let restored = EmbeddedStore::open(&restored_path, options())
+        .await
+        .unwrap();
     let status = restored.status().await.unwrap();
     assert_eq!(status.revision, info.revision);
     assert_eq!(status.compacted, 150);
@@ -60,10 +78,24 @@ async fn snapshot_taken_during_writes_restores_to_one_revision() {
         .unwrap();
     let got = restored.range(RangeRequest::prefix(b("/"))).await.unwrap();
     assert_eq!(got.kvs, want.kvs);
-    assert_eq!(restored.get(b"/k/000", None).await.unwrap().kv.unwrap().value, b("updated"));
+    assert_eq!(
+        restored
+            .get(b"/k/000", None)
+            .await
+            .unwrap()
+            .kv
+            .unwrap()
+            .value,
+        b("updated")
+    );
     assert!(restored.get(b"/k/001", None).await.unwrap().kv.is_none());
     // History after the compacted revision survives too.
-    assert!(restored.get(b"/k/199", Some(180)).await.unwrap().kv.is_none());
+    assert!(restored
+        .get(b"/k/199", Some(180))
+        .await
+        .unwrap()
+        .kv
+        .is_none());
     // New writes continue from the restored revision.
     let kv = restored.create(b("/after"), b("x")).await.unwrap();
     assert_eq!(kv.mod_revision, info.revision + 1);
@@ -72,12 +104,20 @@ async fn snapshot_taken_during_writes_restores_to_one_revision() {
 #[tokio::test]
 async fn damaged_snapshots_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path().join("a.redb"), options()).await.unwrap();
+    let store = EmbeddedStore::open(dir.path().join("a.redb"), options())
+        .await
+        .unwrap();
     for i in 0..20 {
-        store.create(b(&format!("/k/{i}")), b("value")).await.unwrap();
+        store
+            .create(b(&format!("/k/{i}")), b("value"))
+            .await
+            .unwrap();
     }
     let snap = dir.path().join("snap.db");
-    store.snapshot(std::fs::File::create(&snap).unwrap()).await.unwrap();
+    store
+        .snapshot(std::fs::File::create(&snap).unwrap())
+        .await
+        .unwrap();
     let good = std::fs::read(&snap).unwrap();
 
     let truncated = dir.path().join("truncated.db");
@@ -91,9 +131,17 @@ async fn damaged_snapshots_are_refused() {
     for file in [&truncated, &flipped] {
         let dest = dir.path().join("out/store.redb");
         let err = snapshot::restore(file, &dest).unwrap_err();
-        assert!(matches!(err, kelson_store::Error::Corrupt(_)), "got {err:?}");
+        assert!(
+            matches!(err, kelson_store::Error::Corrupt(_)),
+            "got {err:?}"
+        );
         assert!(!dest.exists());
-        assert_eq!(std::fs::read_dir(dir.path().join("out")).map(|d| d.count()).unwrap_or(0), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
     }
     // Restoring over an existing store is refused.
     let err = snapshot::restore(&snap, &dir.path().join("a.redb")).unwrap_err();

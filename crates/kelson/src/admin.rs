@@ -57,10 +57,16 @@ async fn handle(conn: UnixStream, store: Arc<EmbeddedStore>) -> anyhow::Result<(
             let std_conn = conn.into_std()?;
             std_conn.set_nonblocking(false)?;
             let info = store.snapshot(std_conn).await?;
-            tracing::info!(revision = info.revision, records = info.records, bytes = info.bytes, "snapshot sent");
+            tracing::info!(
+                revision = info.revision,
+                records = info.records,
+                bytes = info.bytes,
+                "snapshot sent"
+            );
         }
         other => {
-            conn.write_all(format!("ERR unknown request {other:?}\n").as_bytes()).await?;
+            conn.write_all(format!("ERR unknown request {other:?}\n").as_bytes())
+                .await?;
         }
     }
     Ok(())
@@ -82,7 +88,9 @@ pub async fn request(socket: &Path, what: &str) -> anyhow::Result<Option<BufRead
         Err(e) => return Err(e).with_context(|| format!("connecting to {}", socket.display())),
     };
     let mut conn = BufReader::new(conn);
-    conn.get_mut().write_all(format!("{what}\n").as_bytes()).await?;
+    conn.get_mut()
+        .write_all(format!("{what}\n").as_bytes())
+        .await?;
     let mut status = String::new();
     conn.read_line(&mut status).await?;
     match status.trim_end() {

@@ -70,8 +70,8 @@ async fn status(data_dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = existing_store(data_dir)?;
-    let (revision, compacted, _) = snapshot::inspect(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let (revision, compacted, _) =
+        snapshot::inspect(&path).with_context(|| format!("reading {}", path.display()))?;
     println!("revision {revision}");
     println!("compacted {compacted}");
     println!("db-bytes {}", std::fs::metadata(&path)?.len());
@@ -81,7 +81,11 @@ async fn status(data_dir: &Path) -> anyhow::Result<()> {
 fn existing_store(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = store_path(data_dir);
     if !path.exists() {
-        bail!("no store in data dir {} (expected {})", data_dir.display(), path.display());
+        bail!(
+            "no store in data dir {} (expected {})",
+            data_dir.display(),
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -99,11 +103,13 @@ async fn save(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
             let path = existing_store(data_dir)?;
             let out = std::fs::File::create(&partial)
                 .with_context(|| format!("creating {}", partial.display()))?;
-            snapshot::save_offline(&path, &out).with_context(|| format!("reading {}", path.display()))?;
+            snapshot::save_offline(&path, &out)
+                .with_context(|| format!("reading {}", path.display()))?;
             out.sync_all()?;
         }
         // Only a snapshot that checks out end to end takes the final name.
-        let info = snapshot::verify(&partial).context("the snapshot received is incomplete or damaged")?;
+        let info =
+            snapshot::verify(&partial).context("the snapshot received is incomplete or damaged")?;
         std::fs::rename(&partial, file)?;
         anyhow::Ok(info)
     }

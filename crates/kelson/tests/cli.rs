@@ -92,52 +92,121 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store_file = data.join("server/db/state.redb");
     let (revision, kvs) = rt.block_on(async {
-        let store = EmbeddedStore::open(&store_file, Options::default()).await.unwrap();
+        let store = EmbeddedStore::open(&store_file, Options::default())
+            .await
+            .unwrap();
         for i in 0..100 {
             let kv = store
-                .create(Bytes::from(format!("/registry/configmaps/default/cm-{i}")), Bytes::from(format!("v{i}")))
+                .create(
+                    Bytes::from(format!("/registry/configmaps/default/cm-{i}")),
+                    Bytes::from(format!("v{i}")),
+                )
                 .await
                 .unwrap();
             if i % 10 == 0 {
-                store.update(kv.key, Bytes::from_static(b"changed"), kv.mod_revision).await.unwrap();
+                store
+                    .update(kv.key, Bytes::from_static(b"changed"), kv.mod_revision)
+                    .await
+                    .unwrap();
             }
         }
-        let kvs = store.range(RangeRequest::prefix(Bytes::from_static(b"/"))).await.unwrap().kvs;
+        let kvs = store
+            .range(RangeRequest::prefix(Bytes::from_static(b"/")))
+            .await
+            .unwrap()
+            .kvs;
         let revision = store.status().await.unwrap().revision;
         store.close().await;
         (revision, kvs)
     });
 
     let server = Server::start(&data);
-    let status = stdout(&kelson(&["store", "status", "--data-dir", data.to_str().unwrap()]));
+    let status = stdout(&kelson(&[
+        "store",
+        "status",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
     assert_eq!(field(&status, "revision"), revision);
 
     let snap = tmp.path().join("backup.snap");
-    let out = kelson(&["store", "snapshot", "save", snap.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout(&out).contains(&format!("revision {revision}")), "{}", stdout(&out));
+    let out = kelson(&[
+        "store",
+        "snapshot",
+        "save",
+        snap.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains(&format!("revision {revision}")),
+        "{}",
+        stdout(&out)
+    );
 
     // A running server's data dir cannot be restored over.
-    let out = kelson(&["store", "snapshot", "restore", snap.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let out = kelson(&[
+        "store",
+        "snapshot",
+        "restore",
+        snap.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
     server.stop();
-    assert!(!data.join("server/kelson.sock").exists(), "socket left behind");
+    assert!(
+        !data.join("server/kelson.sock").exists(),
+        "socket left behind"
+    );
 
     let restored = tmp.path().join("restored");
-    let out = kelson(&["store", "snapshot", "restore", snap.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kelson(&[
+        "store",
+        "snapshot",
+        "restore",
+        snap.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Offline status reads the restored file; then a server serves it.
-    let status = stdout(&kelson(&["store", "status", "--data-dir", restored.to_str().unwrap()]));
+    let status = stdout(&kelson(&[
+        "store",
+        "status",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]));
     assert_eq!(field(&status, "revision"), revision);
     let server = Server::start(&restored);
-    let status = stdout(&kelson(&["store", "status", "--data-dir", restored.to_str().unwrap()]));
+    let status = stdout(&kelson(&[
+        "store",
+        "status",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]));
     assert_eq!(field(&status, "revision"), revision);
     server.stop();
     let got = rt.block_on(async {
-        let store = EmbeddedStore::open(restored.join("server/db/state.redb"), Options::default()).await.unwrap();
-        let kvs = store.range(RangeRequest::prefix(Bytes::from_static(b"/"))).await.unwrap().kvs;
+        let store = EmbeddedStore::open(restored.join("server/db/state.redb"), Options::default())
+            .await
+            .unwrap();
+        let kvs = store
+            .range(RangeRequest::prefix(Bytes::from_static(b"/")))
+            .await
+            .unwrap()
+            .kvs;
         store.close().await;
         kvs
     });
@@ -148,15 +217,33 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
 fn snapshot_save_without_a_server_reads_the_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = kelson(&["store", "snapshot", "save", "x.snap", "--data-dir", data.to_str().unwrap()]);
+    let out = kelson(&[
+        "store",
+        "snapshot",
+        "save",
+        "x.snap",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store in data dir"));
 
     let server = Server::start(&data);
     server.stop();
     let snap = tmp.path().join("offline.snap");
-    let out = kelson(&["store", "snapshot", "save", snap.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kelson(&[
+        "store",
+        "snapshot",
+        "save",
+        snap.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout(&out).contains("revision 0"), "{}", stdout(&out));
 }
 

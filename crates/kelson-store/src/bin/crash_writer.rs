@@ -24,7 +24,11 @@ async fn main() {
         compaction: None,
         ..Options::default()
     };
-    let store = Arc::new(EmbeddedStore::open(&path, options).await.expect("open store"));
+    let store = Arc::new(
+        EmbeddedStore::open(&path, options)
+            .await
+            .expect("open store"),
+    );
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -44,15 +48,25 @@ async fn main() {
                 loop {
                     let cur = store.get(&counter, None).await.expect("get").kv;
                     let res = match cur {
-                        None => store.create(counter.clone(), Bytes::from(tag.clone())).await,
-                        Some(kv) => store.update(counter.clone(), Bytes::from(tag.clone()), kv.mod_revision).await,
+                        None => {
+                            store
+                                .create(counter.clone(), Bytes::from(tag.clone()))
+                                .await
+                        }
+                        Some(kv) => {
+                            store
+                                .update(counter.clone(), Bytes::from(tag.clone()), kv.mod_revision)
+                                .await
+                        }
                     };
                     match res {
                         Ok(kv) => {
                             ack(&out, kv.mod_revision, &counter, &tag);
                             break;
                         }
-                        Err(e) if e.is_conflict() || matches!(e, kelson_store::Error::AlreadyExists { .. }) => {}
+                        Err(e)
+                            if e.is_conflict()
+                                || matches!(e, kelson_store::Error::AlreadyExists { .. }) => {}
                         Err(e) => panic!("update: {e}"),
                     }
                 }
