@@ -480,7 +480,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `updates` updates spread over 10,000 keys by 256 writers, with automatic
-/// compaction keeping 10 s of history (sampled every second), reporting the
+/// compaction keeping 2 s of history (sampled every 250 ms), reporting the
 /// file size as it goes.
 async fn churn(cfg: &Config) -> anyhow::Result<()> {
     const KEYS: usize = 10_000;
@@ -490,8 +490,8 @@ async fn churn(cfg: &Config) -> anyhow::Result<()> {
         .tempdir_in("/var/tmp")?;
     let path = dir.path().join("store.redb");
     let policy = CompactionPolicy {
-        retention: Duration::from_secs(10),
-        interval: Duration::from_secs(1),
+        retention: Duration::from_secs(2),
+        interval: Duration::from_millis(250),
     };
     let store = Arc::new(
         EmbeddedStore::open(

@@ -1,0 +1,88 @@
+//! Automatic compaction keeps a store under constant churn bounded in size:
+//! old history is removed and its space reused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kelson_store::{CompactionPolicy, EmbeddedStore, Options, RangeRequest, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_with_automatic_compaction_stays_bounded() {
+    const KEYS: usize = 200;
+    const WRITERS: usize = 16;
+    const UPDATES: usize = 50_000;
+    const VALUE: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        compaction: Some(CompactionPolicy {
+            retention: Duration::from_millis(200),
+            interval: Duration::from_millis(50),
+        }),
+        ..Options::default()
+    };
+    let store = Arc::new(
+        EmbeddedStore::open(dir.path().join("s.redb"), options)
+            .await
+            .unwrap(),
+    );
+    let value = Bytes::from(vec![b'x'; VALUE]);
+    let mut revs = Vec::new();
+    for k in 0..KEYS {
+        revs.push(
+            store
+                .create(Bytes::from(format!("/lease/{k}")), value.clone())
+                .await
+                .unwrap()
+                .mod_revision,
+        );
+    }
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let value = value.clone();
+            let mut mine: Vec<(usize, u64)> =
+                (w..KEYS).step_by(WRITERS).map(|k| (k, revs[k])).collect();
+            tokio::spawn(async move {
+                for i in 0..UPDATES / WRITERS {
+                    let slot = i % mine.len();
+                    let (k, rev) = mine[slot];
+                    let kv = store
+                        .update(Bytes::from(format!("/lease/{k}")), value.clone(), rev)
+                        .await
+                        .unwrap();
+                    mine[slot].1 = kv.mod_revision;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let written = (UPDATES * VALUE) as u64;
+    let status = store.status().await.unwrap();
+    assert!(status.compacted > 0, "automatic compaction never ran");
+    let size = store.disk_bytes().unwrap();
+    eprintln!(
+        "wrote {} MiB of values; file is {} MiB",
+        written >> 20,
+        size >> 20
+    );
+    assert!(
+        size < written / 2,
+        "file of {size} bytes after writing {written}: history is not reclaimed"
+    );
+    // The live data is intact.
+    let all = store
+        .range(RangeRequest::prefix(Bytes::from_static(b"/lease/")))
+        .await
+        .unwrap();
+    assert_eq!(all.kvs.len(), KEYS);
+    assert!(all.kvs.iter().all(|kv| kv.value == value));
+    // Old history is gone: reading before the compacted revision fails.
+    assert!(store
+        .get(b"/lease/0", Some(revs[0]))
+        .await
+        .unwrap_err()
+        .is_compacted());
+}
