@@ -476,7 +476,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 /// Flush other dirty data (previous phases) so it does not land in our fsyncs, wait
 /// a moment, and print the load average: this VM is shared with other jobs.
-fn quiesce(label: &str) {
+fn quiesce(label: &str) -> f64 {
     let _ = std::process::Command::new("sync").status();
     std::thread::sleep(Duration::from_millis(500));
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -500,6 +500,7 @@ fn quiesce(label: &str) {
         load.trim(),
         pct(&lat, 0.5)
     );
+    pct(&lat, 0.5)
 }
 
 /// Per-subdirectory sizes, showing where the bytes are (journals vs tables, WAL vs db).
@@ -549,7 +550,7 @@ fn bench_base() -> PathBuf {
 
 /// 1. Group commit: append `batch` consecutive revisions + meta per transaction.
 fn group_commit(v: Variant, batch: usize) {
-    quiesce(&format!("{} gc{}", v.name(), batch));
+    let disk_before = quiesce(&format!("{} gc{}", v.name(), batch));
     let dir = fresh_dir(&bench_base(), &format!("{}-gc{}", v.name(), batch));
     let mut eng = v.open(&dir);
     let mut rng = Rng(42 + batch as u64);
@@ -574,8 +575,11 @@ fn group_commit(v: Variant, batch: usize) {
     let el = start.elapsed().as_secs_f64();
     assert_eq!(eng.current_rev(), Some(rev));
     lat.sort();
+    drop(eng);
+    let _ = fs::remove_dir_all(&dir);
+    let disk_after = quiesce("after");
     println!(
-        "RESULT gc {:<14} batch={:<4} commits={:<6} records={:<7} secs={:.2} records/s={:.0} commits/s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        "RESULT gc {:<14} batch={:<4} commits={:<6} records={:<7} secs={:.2} records/s={:.0} commits/s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} disk_p50_before={:.3} disk_p50_after={:.3}",
         v.name(),
         batch,
         lat.len(),
@@ -586,9 +590,9 @@ fn group_commit(v: Variant, batch: usize) {
         pct(&lat, 0.50),
         pct(&lat, 0.99),
         pct(&lat, 1.0),
+        disk_before,
+        disk_after,
     );
-    drop(eng);
-    let _ = fs::remove_dir_all(&dir);
 }
 
 fn rng_key(rev: u64) -> u64 {
@@ -669,7 +673,7 @@ fn churn(v: Variant) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    quiesce(&format!("{} churn", v.name()));
+    let disk_before = quiesce(&format!("{} churn", v.name()));
     let dir = fresh_dir(&bench_base(), &format!("{}-churn", v.name()));
     let mut eng = v.open(&dir);
     let mut rng = Rng(7);
@@ -695,8 +699,9 @@ fn churn(v: Variant) {
     let el = start.elapsed().as_secs_f64();
     let size_end = dir_size(&dir);
     lat.sort();
+    let disk_after = quiesce("after");
     println!(
-        "RESULT churn {:<14} records={} secs={:.1} records/s={:.0} commit_p50_ms={:.2} commit_p99_ms={:.2} max_ms={:.1} size_end_apparent={} size_end_alloc={}",
+        "RESULT churn {:<14} records={} secs={:.1} records/s={:.0} commit_p50_ms={:.2} commit_p99_ms={:.2} max_ms={:.1} size_end_apparent={} size_end_alloc={} disk_p50_before={:.3} disk_p50_after={:.3}",
         v.name(),
         total,
         el,
@@ -705,7 +710,9 @@ fn churn(v: Variant) {
         pct(&lat, 0.99),
         pct(&lat, 1.0),
         size_end.0,
-        size_end.1
+        size_end.1,
+        disk_before,
+        disk_after
     );
     // Let background work (fjall flush/compaction) settle, then measure again.
     std::thread::sleep(Duration::from_secs(2));
