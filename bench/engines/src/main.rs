@@ -9,7 +9,7 @@
 //!   kelson-engine-bench count <variant> <commits> <batch> fixed commit count (for strace -c)
 //!   kelson-engine-bench crash <records> [<variant>...]   reopen time after abort()
 //! Variants: redb, redb-2pc, fjall, sqlite, sqlite-incvac
-//! Env: BENCH_DIR (default /var/tmp), CHURN_RECORDS (default 1_000_000).
+//! Env: BENCH_DIR (default /var/tmp), CHURN_RECORDS (default 1_000_000), PHASES (gc,churn).
 
 use std::fs;
 use std::io::Write;
@@ -878,9 +878,15 @@ fn main() {
     }
     for v in variants {
         println!("=== {} ===", v.name());
-        for batch in [1, 16, 256] {
-            group_commit(v, batch);
+        // PHASES=gc or PHASES=churn restricts the run (default: both).
+        let phases = std::env::var("PHASES").unwrap_or_else(|_| "gc,churn".into());
+        if phases.contains("gc") {
+            for batch in [1, 16, 256] {
+                group_commit(v, batch);
+            }
         }
-        churn(v);
+        if phases.contains("churn") {
+            churn(v);
+        }
     }
 }

@@ -39,6 +39,8 @@ const MAX_BATCH: usize = 2048;
 /// Most compacted records removed per transaction, so that reclaiming a large
 /// compaction never stalls writers for long.
 const DELETES_PER_TXN: usize = 4096;
+/// Files smaller than this are not worth shrinking at open.
+const RECLAIM_MIN_FILE_BYTES: u64 = 16 << 20;
 /// Live batches buffered per watcher before it falls back to reading history.
 const BROADCAST_CAPACITY: usize = 1024;
 
@@ -524,7 +526,7 @@ fn load(path: &Path) -> Result<(redb::Database, State, VecDeque<Revision>)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let db = redb::Database::create(path).map_err(engine)?;
+    let mut db = redb::Database::create(path).map_err(engine)?;
     {
         // Make sure both tables exist so readers never see "table missing".
         let txn = db.begin_write().map_err(engine)?;
@@ -532,6 +534,7 @@ fn load(path: &Path) -> Result<(redb::Database, State, VecDeque<Revision>)> {
         txn.open_table(META).map_err(engine)?;
         txn.commit().map_err(engine)?;
     }
+    reclaim_space(&mut db, path)?;
     let txn = db.begin_read().map_err(engine)?;
     let meta = txn.open_table(META).map_err(engine)?;
     let mut revision = read_meta(&meta, META_REVISION)?;
@@ -568,6 +571,41 @@ fn load(path: &Path) -> Result<(redb::Database, State, VecDeque<Revision>)> {
         },
         pending,
     ))
+}
+
+/// While running, space freed by compaction is reused but the file never
+/// shrinks (redb can only move pages with no transaction open). At open
+/// nothing else holds the file, so a file left mostly empty by a burst of
+/// history is shrunk here.
+fn reclaim_space(db: &mut redb::Database, path: &Path) -> Result<()> {
+    let before = std::fs::metadata(path)?.len();
+    if before < RECLAIM_MIN_FILE_BYTES {
+        return Ok(());
+    }
+    let stats = {
+        let txn = db.begin_write().map_err(engine)?;
+        let stats = txn.stats().map_err(engine)?;
+        txn.abort().map_err(engine)?;
+        stats
+    };
+    let used = stats.stored_bytes() + stats.metadata_bytes();
+    if used.saturating_mul(2) > before {
+        return Ok(());
+    }
+    let started = Instant::now();
+    // Each pass moves what it can; a few passes reach the fixed point.
+    for _ in 0..8 {
+        if !db.compact().map_err(engine)? {
+            break;
+        }
+    }
+    tracing::info!(
+        before_bytes = before,
+        after_bytes = std::fs::metadata(path)?.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "reclaimed free space in the store file"
+    );
+    Ok(())
 }
 
 /// Samples the revision every `interval` and compacts to the newest sample
