@@ -53,7 +53,11 @@ impl Rng {
 /// key name + create/mod revision + version + lease + 1 KiB value (~1,106 bytes total).
 /// The payload is random so LZ4 in fjall cannot cheat by compressing it.
 fn encode_record(rng: &mut Rng, rev: u64, key_idx: u64) -> Vec<u8> {
-    let name = format!("/registry/pods/namespace-{:04}/pod-{:08}", key_idx % 100, key_idx);
+    let name = format!(
+        "/registry/pods/namespace-{:04}/pod-{:08}",
+        key_idx % 100,
+        key_idx
+    );
     let mut v = Vec::with_capacity(2 + name.len() + 32 + 4 + PAYLOAD);
     v.extend_from_slice(&(name.len() as u16).to_be_bytes());
     v.extend_from_slice(name.as_bytes());
@@ -82,7 +86,9 @@ trait Engine {
     fn get(&mut self, rev: u64) -> Option<usize>;
     /// Batched point reads inside one read snapshot; returns bytes read.
     fn get_many(&mut self, revs: &[u64]) -> usize {
-        revs.iter().map(|r| self.get(*r).expect("missing rev")).sum()
+        revs.iter()
+            .map(|r| self.get(*r).expect("missing rev"))
+            .sum()
     }
     /// Full ordered scan of the log; returns (records, bytes, first_rev, last_rev).
     fn scan(&mut self) -> (u64, u64, u64, u64);
@@ -209,7 +215,12 @@ mod redb_engine {
             let log = rtx.open_table(LOG).unwrap();
             let mut bytes = 0;
             for rev in revs {
-                bytes += log.get(be(*rev)).unwrap().expect("missing rev").value().len();
+                bytes += log
+                    .get(be(*rev))
+                    .unwrap()
+                    .expect("missing rev")
+                    .value()
+                    .len();
             }
             bytes
         }
@@ -273,7 +284,12 @@ mod fjall_engine {
                 })
                 .unwrap();
             let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
-            FjallEngine { db, log, meta, weak }
+            FjallEngine {
+                db,
+                log,
+                meta,
+                weak,
+            }
         }
     }
 
@@ -349,20 +365,26 @@ mod sqlite_engine {
             let conn = Connection::open(dir.join("db.sqlite")).expect("sqlite open");
             // auto_vacuum must be chosen before the first table is created.
             if incvac {
-                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                    .unwrap();
             }
             let mode: String = conn
                 .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(mode.to_lowercase(), "wal");
             conn.pragma_update(None, "synchronous", "FULL").unwrap();
-            conn.pragma_update(None, "cache_size", -((CACHE_BYTES / 1024) as i64)).unwrap();
+            conn.pragma_update(None, "cache_size", -((CACHE_BYTES / 1024) as i64))
+                .unwrap();
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS log (rev INTEGER PRIMARY KEY, val BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;",
             )
             .unwrap();
-            SqliteEngine { conn, incvac, commits: 0 }
+            SqliteEngine {
+                conn,
+                incvac,
+                commits: 0,
+            }
         }
     }
 
@@ -370,12 +392,16 @@ mod sqlite_engine {
         fn commit(&mut self, puts: &[(u64, Vec<u8>)], del: (u64, u64), current_rev: u64) {
             let tx = self.conn.transaction().unwrap();
             {
-                let mut ins = tx.prepare_cached("INSERT INTO log (rev, val) VALUES (?1, ?2)").unwrap();
+                let mut ins = tx
+                    .prepare_cached("INSERT INTO log (rev, val) VALUES (?1, ?2)")
+                    .unwrap();
                 for (rev, val) in puts {
                     ins.execute(params![*rev as i64, val]).unwrap();
                 }
                 if del.1 > del.0 {
-                    let mut d = tx.prepare_cached("DELETE FROM log WHERE rev >= ?1 AND rev < ?2").unwrap();
+                    let mut d = tx
+                        .prepare_cached("DELETE FROM log WHERE rev >= ?1 AND rev < ?2")
+                        .unwrap();
                     d.execute(params![del.0 as i64, del.1 as i64]).unwrap();
                 }
                 let mut m = tx
@@ -389,18 +415,25 @@ mod sqlite_engine {
         fn maintenance(&mut self) {
             if self.incvac && self.commits % 100 == 0 {
                 // Returns free pages to the OS (its own durable write transaction).
-                self.conn.execute_batch("PRAGMA incremental_vacuum").unwrap();
+                self.conn
+                    .execute_batch("PRAGMA incremental_vacuum")
+                    .unwrap();
             }
         }
         fn current_rev(&mut self) -> Option<u64> {
             self.conn
-                .query_row("SELECT v FROM meta WHERE k = ?1", [META_KEY], |r| r.get::<_, i64>(0))
+                .query_row("SELECT v FROM meta WHERE k = ?1", [META_KEY], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .optional()
                 .unwrap()
                 .map(|v| v as u64)
         }
         fn get(&mut self, rev: u64) -> Option<usize> {
-            let mut st = self.conn.prepare_cached("SELECT val FROM log WHERE rev = ?1").unwrap();
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT val FROM log WHERE rev = ?1")
+                .unwrap();
             st.query_row([rev as i64], |r| Ok(r.get_ref(0)?.as_blob()?.len()))
                 .optional()
                 .unwrap()
@@ -408,12 +441,18 @@ mod sqlite_engine {
         fn get_many(&mut self, revs: &[u64]) -> usize {
             // One read transaction, like the other engines' single snapshot.
             self.conn.execute_batch("BEGIN").unwrap();
-            let bytes = revs.iter().map(|r| self.get(*r).expect("missing rev")).sum();
+            let bytes = revs
+                .iter()
+                .map(|r| self.get(*r).expect("missing rev"))
+                .sum();
             self.conn.execute_batch("COMMIT").unwrap();
             bytes
         }
         fn scan(&mut self) -> (u64, u64, u64, u64) {
-            let mut st = self.conn.prepare("SELECT rev, val FROM log ORDER BY rev").unwrap();
+            let mut st = self
+                .conn
+                .prepare("SELECT rev, val FROM log ORDER BY rev")
+                .unwrap();
             let mut rows = st.query([]).unwrap();
             let (mut n, mut bytes, mut first, mut last) = (0, 0, 0, 0);
             while let Some(row) = rows.next().unwrap() {
@@ -463,7 +502,13 @@ fn mib(b: u64) -> String {
 
 fn size_str(p: &Path) -> String {
     let (a, b) = dir_size(p);
-    format!("apparent {} ({} B) / allocated {} ({} B)", mib(a), a, mib(b), b)
+    format!(
+        "apparent {} ({} B) / allocated {} ({} B)",
+        mib(a),
+        a,
+        mib(b),
+        b
+    )
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -631,7 +676,12 @@ fn crash_test(v: Variant, records: u64) {
     quiesce(&format!("{} crash", v.name()));
     let dir = fresh_dir(&bench_base(), &format!("{}-crash", v.name()));
     let st = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["crash-child", v.name(), dir.to_str().unwrap(), &records.to_string()])
+        .args([
+            "crash-child",
+            v.name(),
+            dir.to_str().unwrap(),
+            &records.to_string(),
+        ])
         .status()
         .unwrap();
     assert!(!st.success(), "child should have aborted");
@@ -781,7 +831,11 @@ fn fsync_probe() {
     let dir = fresh_dir(&bench_base(), "fsync");
     for (label, prealloc) in [("append", false), ("overwrite", true)] {
         let path = dir.join(format!("probe-{label}"));
-        let mut f = fs::OpenOptions::new().create(true).write(true).open(&path).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let n = 2000;
         if prealloc {
             // Write the whole region once and sync, so later writes touch no metadata.
@@ -843,7 +897,10 @@ fn main() {
     if args.first().map(String::as_str) == Some("crash") {
         let records: u64 = args[1].parse().unwrap();
         let vs: Vec<Variant> = if args.len() > 2 {
-            args[2..].iter().map(|a| Variant::parse(a).expect("variant")).collect()
+            args[2..]
+                .iter()
+                .map(|a| Variant::parse(a).expect("variant"))
+                .collect()
         } else {
             Variant::all().to_vec()
         };
