@@ -17,6 +17,24 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `kelson store snapshot VERB FILE --data-dir DIR`.
+fn snapshot(verb: &str, file: &str, data_dir: &str) -> Output {
+    kelson(&["store", "snapshot", verb, file, "--data-dir", data_dir])
+}
+
+/// Output of `kelson store status --data-dir DIR`.
+fn store_status(data_dir: &str) -> String {
+    stdout(&kelson(&["store", "status", "--data-dir", data_dir]))
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A running `kelson server`, stopped with SIGTERM (SIGKILL as a last
 /// resort) when dropped.
 struct Server {
@@ -121,28 +139,12 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
     });
 
     let server = Server::start(&data);
-    let status = stdout(&kelson(&[
-        "store",
-        "status",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
+    let status = store_status(data.to_str().unwrap());
     assert_eq!(field(&status, "revision"), revision);
 
     let snap = tmp.path().join("backup.snap");
-    let out = kelson(&[
-        "store",
-        "snapshot",
-        "save",
-        snap.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = snapshot("save", snap.to_str().unwrap(), data.to_str().unwrap());
+    assert_ok(&out);
     assert!(
         stdout(&out).contains(&format!("revision {revision}")),
         "{}",
@@ -150,14 +152,7 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
     );
 
     // A running server's data dir cannot be restored over.
-    let out = kelson(&[
-        "store",
-        "snapshot",
-        "restore",
-        snap.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = snapshot("restore", snap.to_str().unwrap(), data.to_str().unwrap());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
     server.stop();
@@ -167,35 +162,18 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
     );
 
     let restored = tmp.path().join("restored");
-    let out = kelson(&[
-        "store",
-        "snapshot",
+    let out = snapshot(
         "restore",
         snap.to_str().unwrap(),
-        "--data-dir",
         restored.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert_ok(&out);
 
     // Offline status reads the restored file; then a server serves it.
-    let status = stdout(&kelson(&[
-        "store",
-        "status",
-        "--data-dir",
-        restored.to_str().unwrap(),
-    ]));
+    let status = store_status(restored.to_str().unwrap());
     assert_eq!(field(&status, "revision"), revision);
     let server = Server::start(&restored);
-    let status = stdout(&kelson(&[
-        "store",
-        "status",
-        "--data-dir",
-        restored.to_str().unwrap(),
-    ]));
+    let status = store_status(restored.to_str().unwrap());
     assert_eq!(field(&status, "revision"), revision);
     server.stop();
     let got = rt.block_on(async {
@@ -217,33 +195,15 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
 fn snapshot_save_without_a_server_reads_the_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = kelson(&[
-        "store",
-        "snapshot",
-        "save",
-        "x.snap",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = snapshot("save", "x.snap", data.to_str().unwrap());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store in data dir"));
 
     let server = Server::start(&data);
     server.stop();
     let snap = tmp.path().join("offline.snap");
-    let out = kelson(&[
-        "store",
-        "snapshot",
-        "save",
-        snap.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = snapshot("save", snap.to_str().unwrap(), data.to_str().unwrap());
+    assert_ok(&out);
     assert!(stdout(&out).contains("revision 0"), "{}", stdout(&out));
 }
 
