@@ -27,6 +27,11 @@ fn store_status(data_dir: &str) -> String {
     stdout(&kelson(&["store", "status", "--data-dir", data_dir]))
 }
 
+async fn all_keys(store: &EmbeddedStore) -> Vec<kelson_store::KeyValue> {
+    let all = RangeRequest::prefix(Bytes::from_static(b"/"));
+    store.range(all).await.unwrap().kvs
+}
+
 fn assert_ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -128,11 +133,7 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
                     .unwrap();
             }
         }
-        let kvs = store
-            .range(RangeRequest::prefix(Bytes::from_static(b"/")))
-            .await
-            .unwrap()
-            .kvs;
+        let kvs = all_keys(&store).await;
         let revision = store.status().await.unwrap().revision;
         store.close().await;
         (revision, kvs)
@@ -180,11 +181,7 @@ fn snapshot_save_through_the_server_and_restore_keeps_the_revision() {
         let store = EmbeddedStore::open(restored.join("server/db/state.redb"), Options::default())
             .await
             .unwrap();
-        let kvs = store
-            .range(RangeRequest::prefix(Bytes::from_static(b"/")))
-            .await
-            .unwrap()
-            .kvs;
+        let kvs = all_keys(&store).await;
         store.close().await;
         kvs
     });
