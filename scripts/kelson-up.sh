@@ -10,7 +10,7 @@ data_dir=${KELSON_DATA_DIR:-/var/lib/kelson}
 
 echo "==> building kelson (release)"
 cargo build --release --locked -p kelson
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=${CARGO_TARGET_DIR:-target}
 install -m 0755 "$target_dir/release/kelson" /usr/local/bin/kelson
 
 pidfile="$data_dir/server/kelson.pid"
