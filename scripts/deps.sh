@@ -11,7 +11,7 @@ case "$role" in
   server) packages+=() ;;
   # protobuf-compiler, libprotobuf-dev: the etcd client's gRPC code generation (bench crate).
   # etcd-server: the reference the store bench measures against.
-  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps) ;;
+  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac
 

@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             paginated_list_sees_one_revision,
             watch_replays_then_streams,
             watch_from_now_and_prefixes,
+            watch_progress_covers_other_prefixes,
             slow_watcher_misses_nothing,
             compacted_reads_and_watches_fail,
             watch_ends_when_history_is_compacted_under_it,
@@ -341,6 +342,32 @@ pub async fn watch_from_now_and_prefixes(store: Arc<dyn Store>) {
 
 /// A watcher that does not read for a while still gets every change, once,
 /// in order.
+/// A watch reports progress past writes outside its prefix, and by the time
+/// progress reaches a revision every matching event up to it is queued.
+pub async fn watch_progress_covers_other_prefixes(store: Arc<dyn Store>) {
+    let mut w = store.watch(b("/p/"), WatchStart::Now).await.unwrap();
+    let mut progress = w.progress();
+    let mine = store.create(b("/p/a"), b("1")).await.unwrap();
+    let mut last = 0;
+    for i in 0..20 {
+        last = store
+            .create(b(&format!("/q/{i}")), b("x"))
+            .await
+            .unwrap()
+            .mod_revision;
+    }
+    tokio::time::timeout(Duration::from_secs(10), progress.wait_for(|r| *r >= last))
+        .await
+        .expect("progress reaches the last write elsewhere")
+        .unwrap();
+    let ev = w.try_next().expect("the matching event is queued").unwrap();
+    assert_eq!(ev.kv.mod_revision, mine.mod_revision);
+    assert!(
+        w.try_next().is_none(),
+        "nothing outside the prefix is delivered"
+    );
+}
+
 pub async fn slow_watcher_misses_nothing(store: Arc<dyn Store>) {
     const WRITES: usize = 3000;
     let mut w = store.watch(b("/s/"), WatchStart::Now).await.unwrap();

@@ -30,6 +30,7 @@ const REPLAY_CHUNK: u64 = 1024;
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<Event>>,
     task: tokio::task::JoinHandle<()>,
+    progress: tokio::sync::watch::Receiver<Revision>,
 }
 
 impl Stream for WatchStream {
@@ -48,12 +49,29 @@ impl Drop for WatchStream {
 
 impl WatchStream {
     /// Wraps a channel fed by a backend's own task (which the stream aborts
-    /// when dropped).
+    /// when dropped). `progress` is the revision up to which the task has
+    /// sent every matching event into `rx` (etcd's progress notification).
     pub fn from_parts(
         rx: mpsc::Receiver<Result<Event>>,
         task: tokio::task::JoinHandle<()>,
+        progress: tokio::sync::watch::Receiver<Revision>,
     ) -> Self {
-        WatchStream { rx, task }
+        WatchStream { rx, task, progress }
+    }
+
+    /// How far the watch has got: every event under the prefix with a
+    /// revision up to the returned one has been queued on this stream, even
+    /// when writes elsewhere in the store produced nothing to deliver. A
+    /// consumer that drains the stream after reading this value has seen the
+    /// store as of that revision, which is what a consistent list from a
+    /// watch cache needs. Changes are signalled through the receiver.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.progress.clone()
+    }
+
+    /// Receives the next event if one is already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<Event>> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -62,8 +80,9 @@ pub(crate) fn spawn(shared: Arc<Shared>, prefix: Bytes, after: Revision) -> Watc
     // Subscribe before spawning so that nothing committed after the caller's
     // check of `after` can slip past.
     let live = shared.events.subscribe();
-    let task = tokio::spawn(run(shared, prefix, after, live, tx));
-    WatchStream::from_parts(rx, task)
+    let (progress_tx, progress) = tokio::sync::watch::channel(after);
+    let task = tokio::spawn(run(shared, prefix, after, live, tx, progress_tx));
+    WatchStream::from_parts(rx, task, progress)
 }
 
 async fn run(
@@ -72,7 +91,19 @@ async fn run(
     mut last: Revision,
     mut live: broadcast::Receiver<Arc<[Event]>>,
     tx: mpsc::Sender<Result<Event>>,
+    progress: tokio::sync::watch::Sender<Revision>,
 ) {
+    // Published only after the events it covers were sent, so a consumer
+    // that sees it and drains the channel has them all.
+    let publish = |rev: Revision| {
+        progress.send_if_modified(|p| {
+            let moved = rev > *p;
+            if moved {
+                *p = rev;
+            }
+            moved
+        });
+    };
     let mut shutdown = shared.shutdown.clone();
     loop {
         // Catch up from history to what is committed now.
@@ -98,6 +129,7 @@ async fn run(
                 }
             }
             last = to;
+            publish(last);
         }
         // Follow live commits until we fall behind.
         loop {
@@ -120,6 +152,7 @@ async fn run(
                             return;
                         }
                     }
+                    publish(last);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     live = shared.events.subscribe();

@@ -1,7 +1,8 @@
-//! `kelson server`: runs the control plane on this machine. So far that is
-//! the embedded store and the local admin socket; the API server, scheduler
-//! and controllers join it here.
+//! `kelson server`: runs the control plane on this machine: the embedded
+//! store, the local admin socket and the API server. The scheduler,
+//! controllers and the node agent join it here.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +19,51 @@ pub struct ServerArgs {
     /// Folder holding all of the server's state
     #[arg(long, default_value = DEFAULT_DATA_DIR, env = "KELSON_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Address the API server listens on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Port of the API server (HTTPS)
+    #[arg(long, default_value_t = 6443)]
+    pub https_port: u16,
+    /// Where to write the admin kubeconfig [default: DATA_DIR/kubeconfig.yaml]
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Run no node agent on this machine
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Pod network of the cluster (one podCIDR per node is cut from it)
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service cluster IPs are taken from this network
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Static bearer tokens, one per line: token,user,uid[,"group1,group2"]
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+}
+
+/// Parses an IPv4 CIDR such as 10.43.0.0/16.
+pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, bits) = s
+        .split_once('/')
+        .with_context(|| format!("{s:?} is not a CIDR (expected e.g. 10.43.0.0/16)"))?;
+    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s:?}: bad address"))?;
+    let bits: u8 = bits
+        .parse()
+        .with_context(|| format!("{s:?}: bad prefix length"))?;
+    if bits > 32 {
+        bail!("{s:?}: prefix length over 32");
+    }
+    Ok((ip, bits))
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Handle signals from the start: a stop that arrives while the API
+    // server is still starting must still shut down cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let service_cidr = parse_cidr(&args.service_cidr).context("--service-cidr")?;
+    parse_cidr(&args.cluster_cidr).context("--cluster-cidr")?;
     tracing::info!(version = VERSION, data_dir = %args.data_dir.display(), "starting kelson server");
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
@@ -47,6 +90,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "store ready"
     );
     let store = Arc::new(store);
+    let dyn_store: Arc<dyn Store> = store.clone();
 
     // A socket file left by a server that was killed is stale: nothing
     // answered on it above.
@@ -57,19 +101,56 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin::serve(listener, store.clone()));
     tracing::info!(socket = %socket.display(), "admin socket listening");
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let kubeconfig = args
+        .write_kubeconfig
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let config = kelson_apiserver::Config {
+        bind_address: args.bind_address,
+        https_port: args.https_port,
+        tls_dir: server_dir.join("tls"),
+        kubeconfig_path: kubeconfig.clone(),
+        service_cidr,
+        token_auth_file: args.token_auth_file.clone(),
+        hostname,
+        git_commit: crate::COMMIT.to_string(),
+    };
+    let api = kelson_apiserver::start(config, dyn_store)
+        .await
+        .context("starting the API server")?;
+    tracing::info!(addr = %api.addr, "API server ready");
+    tracing::info!(path = %kubeconfig.display(), "wrote kubeconfig");
+    if !args.disable_agent {
+        tracing::info!("no node agent yet: this server runs the control plane only");
+    }
+
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
         _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
     }
+    api.stop().await;
     admin_task.abort();
     let _ = admin_task.await;
     let _ = std::fs::remove_file(&socket);
-    match Arc::try_unwrap(store) {
-        Ok(store) => store.close().await,
-        Err(_) => tracing::warn!("store still in use at shutdown; closing without waiting"),
+    // Connections finishing up may hold the store a moment longer.
+    let mut store = store;
+    for _ in 0..50 {
+        match Arc::try_unwrap(store) {
+            Ok(s) => {
+                s.close().await;
+                tracing::info!("kelson server stopped");
+                return Ok(());
+            }
+            Err(s) => {
+                store = s;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
     }
+    tracing::warn!("store still in use at shutdown; every write is already on disk");
     tracing::info!("kelson server stopped");
     Ok(())
 }

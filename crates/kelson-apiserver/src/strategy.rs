@@ -1,0 +1,260 @@
+//! What differs per resource (upstream's per-type `strategy.go`): status
+//! handling on create and update, defaulting, validation, graceful deletion
+//! and the fields field selectors may use.
+
+use serde_json::{json, Map, Value};
+
+use crate::meta::{self, meta_mut};
+use crate::resources::Resource;
+use crate::status::{ApiError, Cause};
+use kelson_apimachinery::{defaults, fields, validation};
+
+/// Default grace period of a pod without terminationGracePeriodSeconds.
+const POD_GRACE_SECONDS: i64 = 30;
+
+fn is(res: &Resource, group: &str, plural: &str) -> bool {
+    res.storage.0 == group && res.storage.1 == plural
+}
+
+/// Fills defaults the way upstream's conversion and registry do.
+pub fn apply_defaults(res: &Resource, obj: &mut Value) {
+    if !res.custom {
+        defaults::apply(&res.group, &res.version, &res.kind, obj);
+    }
+}
+
+/// Resets what a create may not set (status of most types) and fills what
+/// the server owns.
+pub fn prepare_create(res: &Resource, obj: &mut Value) {
+    let Some(o) = obj.as_object_mut() else { return };
+    match (res.storage.0.as_str(), res.storage.1.as_str()) {
+        ("", "pods") => {
+            let qos = qos_class(o.get("spec"));
+            o.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
+        }
+        ("", "namespaces") => {
+            o.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
+            o.insert("status".into(), json!({"phase": "Active"}));
+        }
+        ("", "services") => {
+            o.insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        ("", "persistentvolumeclaims") | ("", "persistentvolumes") => {
+            o.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        ("", "nodes") => {}
+        _ if res.has_status() => {
+            if res.custom {
+                o.remove("status");
+            } else {
+                o.insert("status".into(), json!({}));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The object an update of `sub` ("" for the main resource) stores, given
+/// what the client sent and what is stored: the main resource keeps the
+/// stored status, the status subresource changes only the status.
+pub fn merge_update(res: &Resource, sub: &str, mut new: Value, old: &Value) -> Value {
+    match sub {
+        "status" => {
+            let mut out = old.clone();
+            if let (Some(o), Some(status)) = (out.as_object_mut(), new.get("status")) {
+                o.insert("status".into(), status.clone());
+            }
+            // The client's resourceVersion is a precondition; keep it.
+            if let Some(rv) = meta::resource_version(&new).map(String::from) {
+                meta_mut(&mut out).insert("resourceVersion".into(), json!(rv));
+            } else {
+                meta_mut(&mut out).remove("resourceVersion");
+            }
+            out
+        }
+        _ => {
+            if res.has_status() || is(res, "", "namespaces") {
+                if let Some(o) = new.as_object_mut() {
+                    match old.get("status") {
+                        Some(s) => o.insert("status".into(), s.clone()),
+                        None => o.remove("status"),
+                    };
+                }
+            }
+            if is(res, "", "namespaces") {
+                if let (Some(o), Some(spec)) = (new.as_object_mut(), old.get("spec")) {
+                    o.insert("spec".into(), spec.clone());
+                }
+            }
+            new
+        }
+    }
+}
+
+/// Upstream's validation: metadata, then the type's own rules.
+pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let mut causes: Vec<validation::Cause> = Vec::new();
+    let rule = validation::name_rule(&res.group, &res.kind);
+    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    causes.extend(validation::validate_meta(&meta, res.namespaced, rule));
+    if !res.custom {
+        causes.extend(validation::validate(
+            &res.group,
+            &res.version,
+            &res.kind,
+            obj,
+            old,
+        ));
+    }
+    if let Some(old) = old {
+        if meta::name(old) != meta::name(obj) {
+            causes.push(validation::Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: \"{}\": field is immutable", meta::name(obj)),
+                field: "metadata.name".into(),
+            });
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let mut name = meta::name(obj).to_string();
+    if name.is_empty() {
+        name = meta::str_field(obj, "generateName")
+            .unwrap_or("")
+            .to_string();
+    }
+    Err(ApiError::invalid(
+        &res.group,
+        &res.kind,
+        &name,
+        causes
+            .into_iter()
+            .map(|c| Cause {
+                reason: c.reason.to_string(),
+                message: c.message,
+                field: c.field,
+            })
+            .collect(),
+    ))
+}
+
+/// Seconds a delete waits before the object goes: pods bound to a node get
+/// their grace period (the kubelet finishes them); everything else goes at once.
+pub fn grace_period(res: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
+    if !is(res, "", "pods") {
+        return 0;
+    }
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !bound || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    let g = requested.unwrap_or_else(|| {
+        obj.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(POD_GRACE_SECONDS)
+    });
+    // Upstream turns a requested 0 into 1 for bound pods unless forced, so the
+    // kubelet still gets to kill them; a force delete comes as 0 with
+    // propagation through gracePeriodSeconds=0 and is honoured as such.
+    g.max(0)
+}
+
+/// Whether the object still waits for its grace period to be confirmed.
+pub fn graceful_pending(res: &Resource, obj: &Value) -> bool {
+    is(res, "", "pods")
+        && meta::meta(obj)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .is_some_and(|g| g > 0)
+}
+
+/// Changes a pending delete makes besides deletionTimestamp.
+pub fn prepare_delete(res: &Resource, obj: &mut Value) {
+    if is(res, "", "namespaces") {
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("status".into(), json!({"phase": "Terminating"}));
+        }
+    }
+}
+
+/// Field-selector values of an object (always metadata.name and
+/// metadata.namespace, plus the type's own).
+pub fn selectable_fields(group: &str, resource: &str, obj: &Value) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("metadata.name".to_string(), meta::name(obj).to_string()),
+        (
+            "metadata.namespace".to_string(),
+            meta::namespace(obj).to_string(),
+        ),
+    ];
+    for f in fields::supported_fields(group, resource) {
+        if f.starts_with("metadata.") {
+            continue;
+        }
+        if let Some(v) = fields::field_value(group, resource, obj, f) {
+            out.push((f.to_string(), v));
+        }
+    }
+    out
+}
+
+/// The pod's QoS class from its containers' requests and limits.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let empty = Map::new();
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let res = c.get("resources");
+        let req = res
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let lim = res
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let relevant = |m: &Map<String, Value>| m.keys().any(|k| k == "cpu" || k == "memory");
+        if relevant(req) || relevant(lim) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = lim.get(r);
+            let q = req.get(r).or(l);
+            match (q, l) {
+                (Some(q), Some(l)) if quantity_eq(q, l) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed && !containers.is_empty() {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn quantity_eq(a: &Value, b: &Value) -> bool {
+    use kelson_apimachinery::quantity::parse_json;
+    match (parse_json(a), parse_json(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

@@ -1,0 +1,388 @@
+//! Watches: newline-delimited JSON events streamed to the client, from the
+//! watch cache (or, for a start older than its window, from the store's
+//! history), with selector transitions, bookmarks and timeouts as upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use kelson_store::{EventKind, WatchStart};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::cache::{decode, CacheError, CacheEvent, CachedObject, EventType};
+use crate::convert;
+use crate::handler::{parse_rv, partial_metadata, Api, Body, Query};
+use crate::list::{ns_prefix, Filter};
+use crate::negotiate::Output;
+use crate::registry::indexer_for;
+use crate::resources::Resource;
+use crate::status::ApiError;
+
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+struct Watcher {
+    res: Arc<Resource>,
+    ns: Option<String>,
+    name: Option<String>,
+    filter: Filter,
+    out: Output,
+    include_object: String,
+    sent_columns: bool,
+    tx: mpsc::Sender<Bytes>,
+}
+
+pub async fn serve(
+    api: Arc<Api>,
+    res: Arc<Resource>,
+    ns: Option<String>,
+    name: Option<String>,
+    q: &Query,
+    out: Output,
+) -> Result<Response<Body>, ApiError> {
+    let filter = Filter::from_query(&res, q)?;
+    let timeout = match q.int("timeoutSeconds")? {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        // Upstream picks a random time between 30 and 60 minutes.
+        _ => Duration::from_secs(1800 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 7),
+    };
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let initial_events = match q.get("sendInitialEvents") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        None | Some("") => None,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid sendInitialEvents: {other:?}"
+            )))
+        }
+    };
+    let rv = q
+        .get("resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+    if initial_events.is_some() {
+        if q.get("resourceVersionMatch") != Some("NotOlderThan") {
+            return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", vec![crate::status::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: "Invalid value: \"\": sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+                field: "resourceVersionMatch".into(),
+            }]));
+        }
+        if !bookmarks {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "ListOptions",
+                "",
+                vec![crate::status::Cause {
+                    reason: "FieldValueForbidden".into(),
+                    message:
+                        "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"
+                            .into(),
+                    field: "allowWatchBookmarks".into(),
+                }],
+            ));
+        }
+    }
+    // Initial state: "unset" and "0" start with the current objects as
+    // ADDED events, as does sendInitialEvents=true.
+    let cache = match rv.as_deref() {
+        None => api.registry.synced_cache(&res).await?,
+        Some("0") => api.registry.cache(&res).await?,
+        Some(r) => {
+            let rev = parse_rv(r)?;
+            let current = api.registry.store().status().await?.revision;
+            if rev > current {
+                api.registry.wait_cache(&res, rev).await?
+            } else {
+                api.registry.cache(&res).await?
+            }
+        }
+    };
+    let send_initial = match (rv.as_deref(), initial_events) {
+        (_, Some(b)) => b,
+        (None, None) | (Some("0"), None) => true,
+        _ => false,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut w = Watcher {
+        res: res.clone(),
+        ns,
+        name,
+        filter,
+        out,
+        include_object: q.get("includeObject").unwrap_or("Metadata").to_string(),
+        sent_columns: false,
+        tx,
+    };
+    let start_rev = match rv.as_deref() {
+        Some(r) if r != "0" => Some(parse_rv(r)?),
+        _ => None,
+    };
+    let api2 = api.clone();
+    tokio::spawn(async move {
+        let run = async {
+            let after = match start_rev {
+                Some(rev) if !send_initial => rev,
+                _ => {
+                    if let Some(rev) = start_rev {
+                        let _ = cache.wait_for(rev, Duration::from_secs(10)).await;
+                    }
+                    let (items, rev) = cache.list(&ns_prefix(&w.res, w.ns.as_deref()));
+                    for o in items {
+                        if w.selected(&o) && !w.send_object("ADDED", &o, None).await {
+                            return;
+                        }
+                    }
+                    if initial_events == Some(true) && !w.send_bookmark(rev, true).await {
+                        return;
+                    }
+                    rev
+                }
+            };
+            // From the cache's window; from store history if it is older.
+            match cache.watch_after(after) {
+                Ok(mut cw) => {
+                    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+                    tick.tick().await;
+                    loop {
+                        tokio::select! {
+                            ev = cw.next() => match ev {
+                                Ok(Some(ev)) => {
+                                    if !w.send_event(&ev).await { return; }
+                                }
+                                Ok(None) => return,
+                                Err(e) => { w.send_error(&too_old(e)).await; return; }
+                            },
+                            _ = tick.tick(), if bookmarks => {
+                                if let Some(rev) = cw.bookmark_revision() {
+                                    if !w.send_bookmark(rev, false).await { return; }
+                                }
+                            }
+                            _ = w.tx.closed() => return,
+                        }
+                    }
+                }
+                Err(CacheError::TooOld { .. }) => from_store(&api2, &mut w, after).await,
+                Err(e) => {
+                    w.send_error(&too_old(e)).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, run).await;
+    });
+    let stream = tokio_stream_from(rx);
+    let ctype = "application/json";
+    let body: Body = BodyExt::boxed(StreamBody::new(stream));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(crate::handler::full(""))))
+}
+
+fn tokio_stream_from(
+    rx: mpsc::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok(hyper::body::Frame::data(b)), rx))
+    })
+}
+
+fn too_old(e: CacheError) -> ApiError {
+    match e {
+        CacheError::TooOld { requested, oldest } => {
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+        CacheError::Store(kelson_store::Error::Compacted {
+            requested,
+            compacted,
+        }) => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Follows the store's own history for a start older than the cache window.
+async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
+    let prefix = Bytes::from(w.res.key_prefix());
+    let mut stream = match api
+        .registry
+        .store()
+        .watch(prefix, WatchStart::After(after))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            w.send_error(&too_old(CacheError::Store(e))).await;
+            return;
+        }
+    };
+    let indexer = indexer_for(&w.res);
+    let mut current: std::collections::HashMap<Bytes, Arc<CachedObject>> =
+        std::collections::HashMap::new();
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = w.tx.closed() => return,
+        };
+        let ev = match ev {
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => {
+                w.send_error(&too_old(CacheError::Store(e))).await;
+                return;
+            }
+            None => return,
+        };
+        let rev = ev.revision();
+        let prev = ev
+            .prev
+            .as_ref()
+            .and_then(|p| decode(&indexer, &p.key, &p.value, p.mod_revision))
+            .or_else(|| current.get(&ev.kv.key).cloned());
+        let cache_ev = match ev.kind {
+            EventKind::Put => {
+                let Some(obj) = decode(&indexer, &ev.kv.key, &ev.kv.value, rev) else {
+                    continue;
+                };
+                current.insert(ev.kv.key.clone(), obj.clone());
+                CacheEvent {
+                    kind: if ev.prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    rev,
+                    obj,
+                    prev,
+                }
+            }
+            EventKind::Delete => {
+                current.remove(&ev.kv.key);
+                let Some(p) = ev.prev.as_ref() else { continue };
+                let Some(obj) = decode(&indexer, &p.key, &p.value, rev) else {
+                    continue;
+                };
+                CacheEvent {
+                    kind: EventType::Deleted,
+                    rev,
+                    obj,
+                    prev,
+                }
+            }
+        };
+        if !w.send_event(&cache_ev).await {
+            return;
+        }
+    }
+}
+
+impl Watcher {
+    fn selected(&self, o: &CachedObject) -> bool {
+        if let Some(ns) = &self.ns {
+            if self.res.namespaced && o.namespace != *ns {
+                return false;
+            }
+        }
+        if let Some(n) = &self.name {
+            if o.name != *n {
+                return false;
+            }
+        }
+        self.filter.matches(o)
+    }
+
+    /// Sends an event with selector transitions applied; false once the
+    /// client is gone.
+    async fn send_event(&mut self, ev: &CacheEvent) -> bool {
+        let now = self.selected(&ev.obj);
+        let before = ev.prev.as_ref().is_some_and(|p| self.selected(p));
+        match ev.kind {
+            EventType::Added if now => self.send_object("ADDED", &ev.obj, None).await,
+            EventType::Modified if now && before => {
+                self.send_object("MODIFIED", &ev.obj, None).await
+            }
+            EventType::Modified if now => self.send_object("ADDED", &ev.obj, None).await,
+            EventType::Modified if before => {
+                // Left the selection: a delete of the old state at this revision.
+                let prev = ev.prev.as_ref().map(|p| p.as_ref());
+                match prev {
+                    Some(p) => self.send_object("DELETED", p, Some(ev.rev)).await,
+                    None => true,
+                }
+            }
+            EventType::Deleted if now || before => self.send_object("DELETED", &ev.obj, None).await,
+            _ => true,
+        }
+    }
+
+    async fn send_object(&mut self, kind: &str, o: &CachedObject, rev: Option<u64>) -> bool {
+        let plain =
+            self.out == Output::Json && !convert::needs_conversion(&self.res) && rev.is_none();
+        let line = if plain {
+            let mut b = Vec::with_capacity(o.json.len() + 32);
+            b.extend_from_slice(b"{\"type\":\"");
+            b.extend_from_slice(kind.as_bytes());
+            b.extend_from_slice(b"\",\"object\":");
+            b.extend_from_slice(&o.json);
+            b.extend_from_slice(b"}\n");
+            b
+        } else {
+            let mut v = o.value();
+            if let Some(rev) = rev {
+                crate::meta::meta_mut(&mut v)
+                    .insert("resourceVersion".into(), json!(rev.to_string()));
+            }
+            let v = convert::from_storage(&self.res, v);
+            let obj = match self.out {
+                Output::Table => {
+                    let t = crate::table::table(
+                        &self.res,
+                        &[v],
+                        None,
+                        None,
+                        &self.include_object,
+                        !self.sent_columns,
+                    );
+                    self.sent_columns = true;
+                    t
+                }
+                Output::Metadata => partial_metadata(&v),
+                _ => v,
+            };
+            let mut b =
+                serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+            b.push(b'\n');
+            b
+        };
+        self.tx.send(Bytes::from(line)).await.is_ok()
+    }
+
+    async fn send_bookmark(&mut self, rev: u64, initial_end: bool) -> bool {
+        let mut meta = json!({"resourceVersion": rev.to_string(), "creationTimestamp": null});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj =
+            json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
+        let mut b =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        b.push(b'\n');
+        self.tx.send(Bytes::from(b)).await.is_ok()
+    }
+
+    async fn send_error(&mut self, e: &ApiError) {
+        let mut b = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
+            .unwrap_or_default();
+        b.push(b'\n');
+        let _ = self.tx.send(Bytes::from(b)).await;
+    }
+}
