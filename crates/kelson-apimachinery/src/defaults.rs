@@ -10,6 +10,12 @@ use serde_json::{json, Map, Value};
 
 mod pod;
 
+/// The QoS class upstream computes for a pod spec (BestEffort, Burstable or
+/// Guaranteed), from its containers' cpu and memory requests and limits.
+pub fn pod_qos_class(spec: &Value) -> &'static str {
+    spec.as_object().map(pod::qos_class).unwrap_or("BestEffort")
+}
+
 use pod::{pod_extras, pod_spec};
 
 /// Applies upstream's defaulting for `group/version/kind` to `obj`.

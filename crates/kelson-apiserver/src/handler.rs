@@ -655,15 +655,8 @@ pub fn respond_object(
     let (body, ctype) = match out {
         Output::Yaml => (negotiate::to_yaml(&obj), "application/yaml"),
         Output::Table => (
-            serde_json::to_vec(&crate::table::table(
-                res,
-                &[obj],
-                None,
-                None,
-                "Metadata",
-                true,
-            ))
-            .unwrap_or_default(),
+            serde_json::to_vec(&crate::table::table(res, &[obj], None, "Metadata", true))
+                .unwrap_or_default(),
             "application/json",
         ),
         Output::Metadata => (
@@ -927,11 +920,7 @@ async fn update(
     let create_ok = res.create_on_update && sub.is_empty();
     if create_ok {
         if let Some(ns) = ns {
-            if api.registry.get(res, Some(ns), name).await.is_err() {
-                api.registry
-                    .check_namespace(namespaces(api)?.as_ref(), ns)
-                    .await?;
-            }
+            may_create_in(api, res, ns, name).await?;
         }
     }
     let (stored, created) = api
@@ -964,6 +953,28 @@ fn finalize_or_merge(res: &Resource, sub: &str, new: Value, old: &Value) -> Valu
         return out;
     }
     strategy::merge_update(res, sub, new, old)
+}
+
+/// For writes that may create (PUT of upsert types, apply): the namespace
+/// must accept new objects unless the object already exists. The namespace
+/// check is a cache lookup; the store read happens only when it refuses.
+pub async fn may_create_in(
+    api: &Api,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    match api
+        .registry
+        .check_namespace(namespaces(api)?.as_ref(), ns)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => match api.registry.get(res, Some(ns), name).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 pub fn namespaces(api: &Api) -> Result<Arc<Resource>, ApiError> {

@@ -151,12 +151,6 @@ pub fn resources_of(crd: &Value) -> Vec<Arc<Resource>> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let storage_version = versions
-        .iter()
-        .find(|v| v["storage"] == true)
-        .and_then(|v| v.get("name").and_then(Value::as_str))
-        .unwrap_or("v1")
-        .to_string();
     versions
         .iter()
         .filter(|v| v["served"] == true)
@@ -218,11 +212,6 @@ pub fn resources_of(crd: &Value) -> Vec<Arc<Resource>> {
                     .unwrap_or(Value::Null),
                 scale_paths: scale.unwrap_or(Value::Null),
             })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .inspect(|_| {
-            let _ = &storage_version;
         })
         .collect()
 }

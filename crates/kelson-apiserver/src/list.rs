@@ -278,7 +278,6 @@ pub fn render(res: &Resource, page: Page, out: Output, q: &Query) -> Result<Vec<
                     res,
                     &items,
                     Some(meta),
-                    None,
                     q.get("includeObject").unwrap_or("Metadata"),
                     true,
                 ),

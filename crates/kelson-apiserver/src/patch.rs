@@ -76,11 +76,7 @@ pub async fn patch(
     let create_ok = kind == PatchType::Apply && sub.is_empty();
     if create_ok {
         if let Some(ns) = ns {
-            if api.registry.get(res, Some(ns), name).await.is_err() {
-                api.registry
-                    .check_namespace(crate::handler::namespaces(api)?.as_ref(), ns)
-                    .await?;
-            }
+            crate::handler::may_create_in(api, res, ns, name).await?;
         }
     }
     let (stored, created) = api

@@ -184,48 +184,42 @@ fn new_ca(cn: &str) -> Result<CertPair> {
 }
 
 fn issue_serving(issuer: &Issuer<'_, &KeyPair>, names: &ServingNames) -> Result<CertPair> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "kube-apiserver");
-    params.distinguished_name = dn;
+    let mut sans = Vec::new();
     for d in &names.dns {
-        params
-            .subject_alt_names
-            .push(SanType::DnsName(d.clone().try_into()?));
+        sans.push(SanType::DnsName(d.clone().try_into()?));
     }
-    for ip in &names.ips {
-        params.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, LEAF_DAYS);
-    let cert = params.signed_by(&key, issuer)?;
-    Ok(CertPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    sans.extend(names.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    issue_leaf(issuer, dn, sans, ExtendedKeyUsagePurpose::ServerAuth)
 }
 
 fn issue_client(issuer: &Issuer<'_, &KeyPair>, user: &str, groups: &[&str]) -> Result<CertPair> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     // Kubernetes reads the user from CN and the groups from O.
     for g in groups {
         dn.push(DnType::OrganizationName, *g);
     }
     dn.push(DnType::CommonName, user);
+    issue_leaf(issuer, dn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+}
+
+/// A fresh key and a leaf certificate for it, signed by the CA.
+fn issue_leaf(
+    issuer: &Issuer<'_, &KeyPair>,
+    dn: DistinguishedName,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertPair> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
     params.distinguished_name = dn;
+    params.subject_alt_names = sans;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, LEAF_DAYS);
     let cert = params.signed_by(&key, issuer)?;

@@ -143,7 +143,8 @@ impl Registry {
         let cache = self.cache(namespaces).await?;
         let key = store_key(namespaces, None, ns);
         let phase = match cache.get(&key) {
-            Some(o) => phase_of(&o),
+            // The cache indexes status.phase for field selectors already.
+            Some(o) => o.field("status.phase").map(String::from),
             None => match self.store.get(&key, None).await?.kv {
                 Some(kv) => serde_json::from_slice::<Value>(&kv.value)
                     .ok()
@@ -545,13 +546,6 @@ impl Registry {
     }
 }
 
-fn phase_of(o: &CachedObject) -> Option<String> {
-    o.value()
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .map(String::from)
-}
-
 /// Metadata an update may not change, and the generation rule.
 fn carry_over_meta(res: &Resource, new: &mut Value, old: &Value) {
     let old_meta = meta::meta(old).cloned().unwrap_or_default();
@@ -595,12 +589,26 @@ fn carry_over_meta(res: &Resource, new: &mut Value, old: &Value) {
 
 /// Equal apart from resourceVersion.
 fn same_object(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        meta_mut(&mut v).remove("resourceVersion");
-        v
+    // Compared in place: every update passes here, objects can be large.
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let (Some(am), Some(bm)) = (
+        a.get("metadata").and_then(Value::as_object),
+        b.get("metadata").and_then(Value::as_object),
+    ) else {
+        return a == b;
+    };
+    let meta_eq = |x: &serde_json::Map<String, Value>, y: &serde_json::Map<String, Value>| {
+        x.iter()
+            .filter(|(k, _)| *k != "resourceVersion")
+            .all(|(k, v)| y.get(k) == Some(v))
+    };
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| k == "metadata" || b.get(k) == Some(v))
+        && meta_eq(am, bm)
+        && meta_eq(bm, am)
 }
 
 pub fn indexer_for(res: &Resource) -> Indexer {

@@ -2,7 +2,7 @@
 //! handling on create and update, defaulting, validation, graceful deletion
 //! and the fields field selectors may use.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::meta::{self, meta_mut};
 use crate::resources::Resource;
@@ -29,7 +29,7 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
     let Some(o) = obj.as_object_mut() else { return };
     match (res.storage.0.as_str(), res.storage.1.as_str()) {
         ("", "pods") => {
-            let qos = qos_class(o.get("spec"));
+            let qos = defaults::pod_qos_class(o.get("spec").unwrap_or(&Value::Null));
             o.insert(
                 "status".into(),
                 json!({"phase": "Pending", "qosClass": qos}),
@@ -207,54 +207,4 @@ pub fn selectable_fields(group: &str, resource: &str, obj: &Value) -> Vec<(Strin
         }
     }
     out
-}
-
-/// The pod's QoS class from its containers' requests and limits.
-fn qos_class(spec: Option<&Value>) -> &'static str {
-    let empty = Map::new();
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let res = c.get("resources");
-        let req = res
-            .and_then(|r| r.get("requests"))
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let lim = res
-            .and_then(|r| r.get("limits"))
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let relevant = |m: &Map<String, Value>| m.keys().any(|k| k == "cpu" || k == "memory");
-        if relevant(req) || relevant(lim) {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let l = lim.get(r);
-            let q = req.get(r).or(l);
-            match (q, l) {
-                (Some(q), Some(l)) if quantity_eq(q, l) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed && !containers.is_empty() {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-fn quantity_eq(a: &Value, b: &Value) -> bool {
-    use kelson_apimachinery::quantity::parse_json;
-    match (parse_json(a), parse_json(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

@@ -16,7 +16,6 @@ pub fn table(
     res: &Resource,
     items: &[Value],
     list_meta: Option<Value>,
-    _reserved: Option<()>,
     include_object: &str,
     with_columns: bool,
 ) -> Value {

@@ -348,7 +348,6 @@ impl Watcher {
                         &self.res,
                         &[v],
                         None,
-                        None,
                         &self.include_object,
                         !self.sent_columns,
                     );

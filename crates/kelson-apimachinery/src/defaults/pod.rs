@@ -245,7 +245,7 @@ pub(super) fn pod_extras(o: &mut Map<String, Value>) {
 }
 
 /// Upstream `ComputePodQOS` over cpu and memory.
-fn qos_class(s: &Map<String, Value>) -> &'static str {
+pub(crate) fn qos_class(s: &Map<String, Value>) -> &'static str {
     let mut requests: Vec<(String, Quantity)> = Vec::new();
     let mut limits: Vec<(String, Quantity)> = Vec::new();
     let mut guaranteed = true;
