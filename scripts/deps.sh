@@ -8,9 +8,11 @@ set -euo pipefail
 role=${1:-server}
 packages=()
 case "$role" in
-  server) packages+=() ;;
+  # curl: kelson-up.sh waits for the API server's /readyz with it.
+  server) packages+=(curl) ;;
   # protobuf-compiler, libprotobuf-dev: the etcd client's gRPC code generation (bench crate).
   # etcd-server: the reference the store bench measures against.
+  # curl: tests make raw HTTPS requests (no credentials) to the API server.
   test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac

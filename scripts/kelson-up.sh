@@ -23,9 +23,10 @@ echo "==> starting kelson server (log: $data_dir/server/kelson.log)"
 nohup /usr/local/bin/kelson server --data-dir "$data_dir" >>"$data_dir/server/kelson.log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 1 300); do
-  if /usr/local/bin/kelson store status --data-dir "$data_dir" >/dev/null 2>&1 && [ -S "$data_dir/server/kelson.sock" ]; then
+  # Ready when the API server answers /readyz (anonymous access is allowed there).
+  if [ "$(curl -sk --max-time 1 https://127.0.0.1:6443/readyz 2>/dev/null)" = "ok" ]; then
     echo "kelson server is running (pid $(cat "$pidfile"))"
-    /usr/local/bin/kelson store status --data-dir "$data_dir"
+    echo "kubeconfig: $data_dir/kubeconfig.yaml  (export KUBECONFIG=$data_dir/kubeconfig.yaml)"
     exit 0
   fi
   if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
