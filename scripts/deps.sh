@@ -13,7 +13,9 @@ case "$role" in
   # protobuf-compiler, libprotobuf-dev: the etcd client's gRPC code generation (bench crate).
   # etcd-server: the reference the store bench measures against.
   # curl: tests make raw HTTPS requests (no credentials) to the API server.
-  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl) ;;
+  # python3, python3-venv: a private venv for the Python `kubernetes` client
+  # the client end-to-end tests drive (Debian refuses system-wide pip installs).
+  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl python3 python3-venv) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac
 
@@ -26,6 +28,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Python `kubernetes` client for crates/kelson/tests/e2e_clients.rs, in a
+# venv outside the repo (the tests look there, or at $KELSON_TEST_PYTHON).
+if [ "$role" = test ]; then
+  pyenv=/var/lib/kelson-test/pyenv
+  pyclient=kubernetes==33.1.0
+  if [ ! -x "$pyenv/bin/python" ]; then
+    echo "Creating $pyenv"
+    mkdir -p "$(dirname "$pyenv")"
+    /usr/bin/python3 -m venv "$pyenv"
+  fi
+  if ! "$pyenv/bin/python" -m pip freeze 2>/dev/null | grep -qix "$pyclient"; then
+    echo "Installing $pyclient into $pyenv"
+    "$pyenv/bin/python" -m pip install -q --disable-pip-version-check "$pyclient"
+  fi
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (the Rust toolchain, e.g. from rustup)" >&2

@@ -324,14 +324,8 @@ fn namespace(o: &mut Map<String, Value>) {
             }
         }
     }
-    spec_of(o, |s| {
-        if s.get("finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty())
-        {
-            s.insert("finalizers".into(), json!(["kubernetes"]));
-        }
-    });
+    // spec.finalizers is not a default: the API server sets it on create
+    // only, so the namespace controller can clear it through finalize.
     status_phase(o, "Active");
 }
 

@@ -8,8 +8,10 @@
 pub mod defaults;
 pub mod fields;
 pub mod labels;
+pub mod managed;
 pub mod openapi;
 pub mod quantity;
 pub mod strategic;
+pub mod structural;
 pub mod tables;
 pub mod validation;

@@ -437,24 +437,7 @@ pub fn unknown_fields(definition_name: &str, obj: &Value) -> Vec<String> {
         prefix: V2_PREFIX,
         out: Vec::new(),
     };
-    w.walk(schema, obj, "", unknown::Mode::Typed);
-    w.out
-}
-
-/// Strict field validation for a custom resource against its CRD's
-/// structural schema; `apiVersion`/`kind` are always known and `metadata` is
-/// checked against ObjectMeta.
-pub fn unknown_fields_in_schema(schema: &Value, obj: &Value) -> Vec<String> {
-    let defs = validation_defs();
-    let Some(meta) = defs.get(builtin::OBJECT_META) else {
-        return Vec::new();
-    };
-    let mut w = unknown::Walker {
-        defs,
-        prefix: V2_PREFIX,
-        out: Vec::new(),
-    };
-    w.walk_custom_root(schema, meta, obj);
+    w.walk(schema, obj, "");
     w.out
 }
 

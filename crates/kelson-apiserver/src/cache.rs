@@ -23,9 +23,9 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 /// Events kept in memory for watches that start a little in the past.
-const HISTORY: usize = 1024;
+const HISTORY: usize = 8192;
 /// Live event fan-out buffer; a watcher further behind catches up from history.
-const FANOUT: usize = 1024;
+const FANOUT: usize = 8192;
 
 /// Derives what selectors need from an object: its labels and the values of
 /// the fields that field selectors may name.
@@ -416,12 +416,8 @@ impl CacheWatch {
     /// the window no longer covers it; `Ok(None)` when the cache was reset.
     pub async fn next(&mut self) -> Result<Option<Arc<CacheEvent>>, CacheError> {
         loop {
-            if let Some(ev) = self.pending.pop_front() {
-                if ev.rev > self.last {
-                    self.last = ev.rev;
-                    return Ok(Some(ev));
-                }
-                continue;
+            if let Some(ev) = self.take_pending() {
+                return Ok(Some(ev));
             }
             match self.live.recv().await {
                 Ok(ev) => {
@@ -430,25 +426,66 @@ impl CacheWatch {
                         return Ok(Some(ev));
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let st = self.cache.state.read();
-                    if self.last < st.oldest {
-                        return Err(CacheError::TooOld {
-                            requested: self.last,
-                            oldest: st.oldest,
-                        });
-                    }
-                    self.live = st.events.subscribe();
-                    self.pending = st
-                        .history
-                        .iter()
-                        .filter(|e| e.rev > self.last)
-                        .cloned()
-                        .collect();
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up()?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
             }
         }
+    }
+
+    /// The next event if one is ready now, without waiting: lets a watch
+    /// write a burst of events as one chunk.
+    pub fn try_next(&mut self) -> Result<Option<Arc<CacheEvent>>, CacheError> {
+        loop {
+            if let Some(ev) = self.take_pending() {
+                return Ok(Some(ev));
+            }
+            match self.live.try_recv() {
+                Ok(ev) => {
+                    if ev.rev > self.last {
+                        self.last = ev.rev;
+                        return Ok(Some(ev));
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up()?,
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// The revision of the last event handed out (where a watch that has to
+    /// continue elsewhere resumes).
+    pub fn last_revision(&self) -> Revision {
+        self.last
+    }
+
+    fn take_pending(&mut self) -> Option<Arc<CacheEvent>> {
+        while let Some(ev) = self.pending.pop_front() {
+            if ev.rev > self.last {
+                self.last = ev.rev;
+                return Some(ev);
+            }
+        }
+        None
+    }
+
+    /// After falling behind the live feed: continue from the window, or
+    /// report `TooOld` when it no longer reaches back far enough.
+    fn catch_up(&mut self) -> Result<(), CacheError> {
+        let st = self.cache.state.read();
+        if self.last < st.oldest {
+            return Err(CacheError::TooOld {
+                requested: self.last,
+                oldest: st.oldest,
+            });
+        }
+        self.live = st.events.subscribe();
+        self.pending = st
+            .history
+            .iter()
+            .filter(|e| e.rev > self.last)
+            .cloned()
+            .collect();
+        Ok(())
     }
 
     /// A revision a bookmark may carry now: the cache's, provided every

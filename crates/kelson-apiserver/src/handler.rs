@@ -46,6 +46,9 @@ pub struct Api {
     pub ready: AtomicBool,
     inflight: Arc<tokio::sync::Semaphore>,
     pub git_commit: String,
+    /// The OpenAPI v2 document is large; it is rebuilt only when the set of
+    /// served resources changes.
+    pub openapi_v2: crate::openapi::V2Cache,
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
@@ -91,8 +94,12 @@ impl Query {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
+    /// A boolean parameter as upstream's query decoder reads it: present
+    /// means true unless it says "0" or "false" in any case (the Python
+    /// client sends `watch=True`).
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true") | Some("1"))
+        self.get(k)
+            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
     }
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
@@ -140,6 +147,7 @@ impl Api {
         Api {
             registry,
             resources: RwLock::new(Arc::new(resources)),
+            openapi_v2: Default::default(),
             server_address,
             ready: AtomicBool::new(false),
             inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
@@ -433,19 +441,7 @@ async fn serve(
                     "the server could not find the requested resource",
                 )
             }),
-        Route::OpenApiV2 => {
-            // kubectl asks for the protobuf form only; answering JSON would
-            // break its decoder, while 406 makes it fall back to v3.
-            if accept
-                .as_deref()
-                .is_some_and(|a| a.contains("protobuf") && !a.contains("json"))
-            {
-                return Err(ApiError::not_acceptable(
-                    "only the following media types are accepted: application/json",
-                ));
-            }
-            Ok(crate::openapi::v2(api))
-        }
+        Route::OpenApiV2 => crate::openapi::v2(api, accept.as_deref()),
         Route::OpenApiV3Index => Ok(crate::openapi::v3_index(api)),
         Route::OpenApiV3(path) => crate::openapi::v3_document(api, &path),
         Route::Collection { res, ns, watch } => {
@@ -830,6 +826,7 @@ pub fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         dry_run,
         field_manager: q.get("fieldManager").map(String::from),
         field_validation: field_validation(q)?,
+        binding: false,
     })
 }
 
@@ -871,6 +868,8 @@ async fn create(
     }
     meta_mut(&mut obj).insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     strategy::apply_defaults(res, &mut obj);
+    let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
+    crate::fieldmanager::track_update(res, "", None, &mut obj, &manager);
     let obj = convert::to_storage(res, obj);
     let created = api.registry.create(res, ns, obj, &opts).await?;
     crate::hooks::after_write(api, res, &created).await;
@@ -923,12 +922,21 @@ async fn update(
             may_create_in(api, res, ns, name).await?;
         }
     }
+    let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
     let (stored, created) = api
         .registry
         .guaranteed_update(res, ns, name, &opts, |current| match current {
-            None if create_ok => Ok(obj.clone()),
+            None if create_ok => {
+                let mut new = obj.clone();
+                crate::fieldmanager::track_update(res, "", None, &mut new, &manager);
+                Ok(new)
+            }
             None => Err(ApiError::not_found(&res.group, &res.plural, name)),
-            Some(old) => Ok(finalize_or_merge(res, sub_kind, obj.clone(), old)),
+            Some(old) => {
+                let mut new = finalize_or_merge(res, sub_kind, obj.clone(), old);
+                crate::fieldmanager::track_update(res, sub, Some(old), &mut new, &manager);
+                Ok(new)
+            }
         })
         .await?;
     crate::hooks::after_write(api, res, &stored).await;
@@ -1132,4 +1140,19 @@ async fn list(
         .header(header::CONTENT_TYPE, ctype)
         .body(full(body))
         .unwrap_or_else(|_| Response::new(full(""))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Query;
+
+    #[test]
+    fn boolean_parameters_read_as_upstream_does() {
+        for on in ["watch=true", "watch=True", "watch=1", "watch=", "watch=t"] {
+            assert!(Query::parse(Some(on)).flag("watch"), "{on}");
+        }
+        for off in ["watch=false", "watch=FALSE", "watch=0", "other=1", ""] {
+            assert!(!Query::parse(Some(off)).flag("watch"), "{off}");
+        }
+    }
 }

@@ -206,6 +206,10 @@ pub fn resources_of(crd: &Value) -> Vec<Arc<Resource>> {
                     .get("additionalPrinterColumns")
                     .cloned()
                     .unwrap_or(Value::Null),
+                structural: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .filter(|s| s.is_object())
+                    .map(|s| Arc::new(kelson_apimachinery::structural::parse(s))),
                 schema: v
                     .pointer("/schema/openAPIV3Schema")
                     .cloned()

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod convert;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod handler;
 pub mod hooks;
 pub mod list;

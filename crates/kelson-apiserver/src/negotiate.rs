@@ -105,13 +105,23 @@ pub fn patch_type(content_type: Option<&str>) -> Result<PatchType, ApiError> {
     }
 }
 
-/// Decodes a JSON or YAML body. serde_json refuses nesting deeper than 128
-/// levels and the YAML parser has a budget on aliases, nodes and depth, so
-/// neither a JSON nor a YAML bomb gets far.
+/// Decodes a JSON, YAML or Kubernetes protobuf body. serde_json refuses
+/// nesting deeper than 128 levels, the YAML parser has a budget on aliases,
+/// nodes and depth and the protobuf decoder bounds its depth, so no bomb gets
+/// far.
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
     let essence = content_type
         .map(|c| parse_media(c).essence)
         .unwrap_or("application/json");
+    if essence == kelson_protobuf::k8s::CONTENT_TYPE {
+        // Typed clients (kubectl 1.31+ `create deployment` and friends) send
+        // protobuf; the object is kept as the JSON upstream would have seen.
+        return kelson_protobuf::k8s::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized or invalid protobuf: {e}"
+            ))
+        });
+    }
     let yaml = matches!(
         essence,
         "application/yaml" | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml"
@@ -128,7 +138,7 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Api
         )
     {
         return Err(ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {essence:?})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {essence:?})"
         )));
     }
     if yaml {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{header, StatusCode};
 use kelson_apimachinery::{openapi as schemas, strategic};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::convert;
 use crate::handler::{check_type, field_check, respond_object, write_options, Api, Body, Query};
@@ -33,7 +33,7 @@ pub async fn patch(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = negotiate::patch_type(ctype)?;
-    let mut opts = write_options(q)?;
+    let opts = write_options(q)?;
     let patch = negotiate::decode_body(ctype, body)?;
     let definition = schemas::definition_name(&res.group, &res.version, &res.kind);
     if kind == PatchType::Strategic
@@ -69,9 +69,7 @@ pub async fn patch(
             "force is only allowed for apply patches",
         ));
     }
-    if opts.field_manager.is_none() {
-        opts.field_manager = Some("unknown".into());
-    }
+    let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
     let mut warnings: Vec<String> = Vec::new();
     let create_ok = kind == PatchType::Apply && sub.is_empty();
     if create_ok {
@@ -86,9 +84,10 @@ pub async fn patch(
                 if !create_ok {
                     return Err(ApiError::not_found(&res.group, &res.plural, name));
                 }
-                let mut obj = patch.clone();
+                check_type(res, &mut patch.clone())?;
+                warnings = field_check(res, &patch, q)?;
+                let mut obj = crate::fieldmanager::apply(res, sub, None, &patch, &manager, force)?;
                 check_type(res, &mut obj)?;
-                warnings = field_check(res, &obj, q)?;
                 {
                     let m = meta_mut(&mut obj);
                     m.insert("name".into(), json!(name));
@@ -122,7 +121,7 @@ pub async fn patch(
                         ApiError::new(e.http_status(), if e.http_status() == 422 { "Invalid" } else { "BadRequest" }, e.to_string())
                     })?
                 }
-                PatchType::Apply => apply_config(res, &served, &patch, definition, opts.field_manager.as_deref().unwrap_or(""), force)?,
+                PatchType::Apply => crate::fieldmanager::apply(res, sub, Some(&served), &patch, &manager, force)?,
             };
             if !patched.is_object() {
                 return Err(ApiError::bad_request("the patch produced something that is not an object"));
@@ -134,6 +133,9 @@ pub async fn patch(
                 meta_mut(&mut patched).remove("resourceVersion");
             }
             strategy::apply_defaults(res, &mut patched);
+            if kind != PatchType::Apply {
+                crate::fieldmanager::track_update(res, sub, Some(&served), &mut patched, &manager);
+            }
             let patched = convert::to_storage(res, patched);
             Ok(strategy::merge_update(res, sub, patched, current))
         })
@@ -145,104 +147,4 @@ pub async fn patch(
         StatusCode::OK
     };
     Ok(respond_object(res, stored, code, out, &warnings))
-}
-
-/// Server-side apply, first cut: the applied configuration is merged into
-/// the live object with the type's merge rules, and the manager's entry in
-/// managedFields is recorded.
-fn apply_config(
-    res: &Resource,
-    live: &Value,
-    applied: &Value,
-    definition: Option<&'static str>,
-    manager: &str,
-    _force: bool,
-) -> Result<Value, ApiError> {
-    let mut config = applied.clone();
-    if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
-        m.remove("resourceVersion");
-    }
-    let mut out = match definition.filter(|d| !res.custom && strategic::supports(d)) {
-        Some(def) => strategic::strategic_merge(live, &config, def)
-            .map_err(|e| ApiError::new(e.http_status(), "BadRequest", e.to_string()))?,
-        None => {
-            let mut doc = live.clone();
-            json_patch::merge(&mut doc, &config);
-            doc
-        }
-    };
-    let entry = json!({
-        "manager": manager,
-        "operation": "Apply",
-        "apiVersion": res.api_version(),
-        "time": meta::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1(&config),
-    });
-    let m = meta_mut(&mut out);
-    let mut managed: Vec<Value> = m
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    managed.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation") == Some(&json!("Apply")))
-    });
-    managed.push(entry);
-    m.insert("managedFields".into(), Value::Array(managed));
-    Ok(out)
-}
-
-/// The set of fields a configuration sets, in the FieldsV1 shape ("f:name"
-/// for object fields, "k:{...}" for keyed list items, "v:..." for set items).
-fn fields_v1(config: &Value) -> Value {
-    fn walk(v: &Value) -> Value {
-        match v {
-            Value::Object(o) => {
-                let mut out = serde_json::Map::new();
-                for (k, v) in o {
-                    if k == "apiVersion" || k == "kind" {
-                        continue;
-                    }
-                    out.insert(format!("f:{k}"), walk(v));
-                }
-                Value::Object(out)
-            }
-            Value::Array(items) => {
-                let mut out = serde_json::Map::new();
-                for item in items {
-                    match item {
-                        Value::Object(o) => {
-                            let key = [
-                                "name",
-                                "containerPort",
-                                "port",
-                                "mountPath",
-                                "type",
-                                "ip",
-                                "key",
-                            ]
-                            .iter()
-                            .find_map(|k| o.get(*k).map(|v| (k, v)));
-                            if let Some((k, kv)) = key {
-                                let mut inner = walk(item);
-                                if let Some(i) = inner.as_object_mut() {
-                                    i.insert(".".into(), json!({}));
-                                }
-                                out.insert(format!("k:{{\"{k}\":{kv}}}"), inner);
-                            }
-                        }
-                        other => {
-                            out.insert(format!("v:{other}"), json!({}));
-                        }
-                    }
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    walk(config)
 }

@@ -34,6 +34,9 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub field_manager: Option<String>,
     pub field_validation: FieldValidation,
+    /// A pods/binding write: it sets spec.nodeName, which pod update
+    /// validation refuses, so (as upstream's binding REST) it skips it.
+    pub binding: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -290,11 +293,14 @@ impl Registry {
                 }
             }
             carry_over_meta(res, &mut new, &old);
-            strategy::validate(res, &new, Some(&old))?;
+            if !opts.binding {
+                strategy::validate(res, &new, Some(&old))?;
+            }
             // Removing the last finalizer of an object being deleted deletes it.
             if meta::deletion_timestamp(&new).is_some()
                 && meta::finalizers(&new).is_empty()
                 && !strategy::graceful_pending(res, &new)
+                && !strategy::delete_blocked(res, &new)
             {
                 if opts.dry_run {
                     return Ok((new, false));
@@ -403,7 +409,8 @@ impl Registry {
                 _ => {}
             }
             let grace = strategy::grace_period(res, &old, opts.grace_period);
-            let pending = !finalizers.is_empty() || grace > 0;
+            let pending =
+                !finalizers.is_empty() || grace > 0 || strategy::delete_blocked(res, &old);
             if !pending {
                 if opts.dry_run {
                     return Ok(Deleted::Now(old));

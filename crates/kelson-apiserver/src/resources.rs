@@ -59,6 +59,9 @@ pub struct Resource {
     /// array) and openAPIV3Schema; `Null` when absent.
     pub printer_columns: serde_json::Value,
     pub schema: serde_json::Value,
+    /// For custom resources with a schema: the parsed structural schema that
+    /// prunes, defaults and validates their objects.
+    pub structural: Option<std::sync::Arc<kelson_apimachinery::structural::Structural>>,
     /// For custom resources: the scale subresource's JSON paths
     /// (specReplicasPath, statusReplicasPath, labelSelectorPath).
     pub scale_paths: serde_json::Value,
@@ -590,6 +593,7 @@ pub fn built_in() -> Vec<Arc<Resource>> {
                 generation: def.generation,
                 create_on_update: def.create_on_update,
                 custom: false,
+                structural: None,
                 printer_columns: serde_json::Value::Null,
                 schema: serde_json::Value::Null,
                 scale_paths: serde_json::Value::Null,

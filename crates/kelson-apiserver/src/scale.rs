@@ -140,6 +140,7 @@ pub async fn serve(
         ));
     }
     let opts = write_options(q)?;
+    let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), req.headers());
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -202,7 +203,25 @@ pub async fn serve(
             }
             let mut new = current.clone();
             set_pointer(&mut new, &spec_p, json!(replicas));
-            match meta::resource_version(&desired) {
+            // Only a resourceVersion the client sent is a precondition; the
+            // one copied from the current object by a patch is not (a
+            // concurrent status write must not turn into a 409).
+            let sent_rv = match patch_kind {
+                None => meta::resource_version(&input),
+                Some(PatchType::Json) => input
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|op| {
+                        op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    })
+                    .then(|| meta::resource_version(&desired))
+                    .flatten(),
+                Some(_) => input
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str),
+            };
+            match sent_rv {
                 Some(rv) => {
                     crate::meta::meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
                 }
@@ -210,6 +229,8 @@ pub async fn serve(
                     crate::meta::meta_mut(&mut new).remove("resourceVersion");
                 }
             }
+            // Whoever scales owns the replicas field, through "scale".
+            crate::fieldmanager::track_update(res, "scale", Some(current), &mut new, &manager);
             Ok(new)
         })
         .await?;

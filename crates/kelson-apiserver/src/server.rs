@@ -108,7 +108,13 @@ pub async fn serve(
                 let user = cert_user.clone().or_else(|| bearer(&req, &tokens));
                 async move { Ok::<_, std::convert::Infallible>(handle(api, req, user).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Many watches share a connection: keep what each stream may
+            // buffer for a slow reader small (the watch holds the rest back).
+            builder
+                .http2()
+                .max_send_buf_size(64 * 1024)
+                .max_concurrent_streams(1000);
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {

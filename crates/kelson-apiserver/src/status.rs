@@ -89,6 +89,13 @@ impl ApiError {
         .with_details(group, resource, name)
     }
 
+    /// A server-side apply conflict: upstream's message, one cause per field.
+    pub fn apply_conflict(message: String, causes: Vec<Cause>) -> ApiError {
+        let mut e = ApiError::new(409, "Conflict", message);
+        e.details.causes = causes;
+        e
+    }
+
     /// The optimistic-concurrency conflict, worded as upstream.
     pub fn stale(group: &str, resource: &str, name: &str) -> ApiError {
         ApiError::conflict(

@@ -20,6 +20,10 @@ fn is(res: &Resource, group: &str, plural: &str) -> bool {
 pub fn apply_defaults(res: &Resource, obj: &mut Value) {
     if !res.custom {
         defaults::apply(&res.group, &res.version, &res.kind, obj);
+    } else if let Some(schema) = &res.structural {
+        // Upstream's order for custom resources: prune, then default.
+        schema.prune(obj);
+        schema.default(obj);
     }
 }
 
@@ -97,10 +101,8 @@ pub fn merge_update(res: &Resource, sub: &str, mut new: Value, old: &Value) -> V
 /// Upstream's validation: metadata, then the type's own rules.
 pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let mut causes: Vec<validation::Cause> = Vec::new();
-    let rule = validation::name_rule(&res.group, &res.kind);
-    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
-    causes.extend(validation::validate_meta(&meta, res.namespaced, rule));
     if !res.custom {
+        // Built-in validation starts with metadata itself.
         causes.extend(validation::validate(
             &res.group,
             &res.version,
@@ -108,6 +110,13 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), 
             obj,
             old,
         ));
+    } else {
+        let rule = validation::name_rule(&res.group, &res.kind);
+        let meta = obj.get("metadata").unwrap_or(&Value::Null);
+        causes.extend(validation::validate_meta(meta, res.namespaced, rule));
+        if let Some(schema) = &res.structural {
+            causes.extend(schema.validate(obj));
+        }
     }
     if let Some(old) = old {
         if meta::name(old) != meta::name(obj) {
@@ -177,6 +186,17 @@ pub fn graceful_pending(res: &Resource, obj: &Value) -> bool {
             .and_then(|m| m.get("deletionGracePeriodSeconds"))
             .and_then(Value::as_i64)
             .is_some_and(|g| g > 0)
+}
+
+/// Whether deleting `obj` must wait for something besides metadata.finalizers:
+/// a namespace stays Terminating until the namespace controller has emptied
+/// it and cleared spec.finalizers through the finalize subresource.
+pub fn delete_blocked(res: &Resource, obj: &Value) -> bool {
+    is(res, "", "namespaces")
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
 }
 
 /// Changes a pending delete makes besides deletionTimestamp.

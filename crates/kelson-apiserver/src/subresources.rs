@@ -54,7 +54,10 @@ pub async fn bind(
         })?
         .to_string();
     let q = Query::empty();
-    let opts = write_options(&q).unwrap_or_default();
+    let opts = WriteOptions {
+        binding: true,
+        ..write_options(&q).unwrap_or_default()
+    };
     let uid_pre = binding
         .pointer("/metadata/uid")
         .and_then(Value::as_str)

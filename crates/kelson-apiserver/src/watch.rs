@@ -24,6 +24,13 @@ use crate::status::ApiError;
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+/// Events ready at once go out together, up to about this many bytes: one
+/// write (TLS record, HTTP/2 frame, wakeup) per burst rather than per event.
+const CHUNK: usize = 32 * 1024;
+/// Chunks a watch may have waiting for its connection. With CHUNK this
+/// bounds what a slow client costs the server (about 128 KiB); beyond it the
+/// watch waits, and falls back to the store's history if the cache moves on.
+const QUEUED_CHUNKS: usize = 4;
 
 struct Watcher {
     res: Arc<Resource>,
@@ -33,6 +40,8 @@ struct Watcher {
     out: Output,
     include_object: String,
     sent_columns: bool,
+    /// Encoded events not yet handed to the connection.
+    buf: Vec<u8>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -108,7 +117,7 @@ pub async fn serve(
         (None, None) | (Some("0"), None) => true,
         _ => false,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUED_CHUNKS);
     let mut w = Watcher {
         res: res.clone(),
         ns,
@@ -117,6 +126,7 @@ pub async fn serve(
         out,
         include_object: q.get("includeObject").unwrap_or("Metadata").to_string(),
         sent_columns: false,
+        buf: Vec::new(),
         tx,
     };
     let start_rev = match rv.as_deref() {
@@ -134,9 +144,15 @@ pub async fn serve(
                     }
                     let (items, rev) = cache.list(&ns_prefix(&w.res, w.ns.as_deref()));
                     for o in items {
-                        if w.selected(&o) && !w.send_object("ADDED", &o, None).await {
-                            return;
+                        if w.selected(&o) {
+                            w.push_object("ADDED", &o, None);
+                            if w.buf.len() >= CHUNK && !w.flush().await {
+                                return;
+                            }
                         }
+                    }
+                    if !w.flush().await {
+                        return;
                     }
                     if initial_events == Some(true) && !w.send_bookmark(rev, true).await {
                         return;
@@ -153,9 +169,27 @@ pub async fn serve(
                         tokio::select! {
                             ev = cw.next() => match ev {
                                 Ok(Some(ev)) => {
-                                    if !w.send_event(&ev).await { return; }
+                                    w.push_event(&ev);
+                                    // Take whatever else is ready as well.
+                                    let mut behind = false;
+                                    while w.buf.len() < CHUNK {
+                                        match cw.try_next() {
+                                            Ok(Some(ev)) => w.push_event(&ev),
+                                            Ok(None) => break,
+                                            Err(_) => { behind = true; break; }
+                                        }
+                                    }
+                                    if !w.flush().await { return; }
+                                    if behind {
+                                        // Too slow for the cache's window: the
+                                        // store's history still has every event.
+                                        return from_store(&api2, &mut w, cw.last_revision()).await;
+                                    }
                                 }
                                 Ok(None) => return,
+                                Err(CacheError::TooOld { .. }) => {
+                                    return from_store(&api2, &mut w, cw.last_revision()).await;
+                                }
                                 Err(e) => { w.send_error(&too_old(e)).await; return; }
                             },
                             _ = tick.tick(), if bookmarks => {
@@ -234,53 +268,77 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
             ev = stream.next() => ev,
             _ = w.tx.closed() => return,
         };
-        let ev = match ev {
-            Some(Ok(ev)) => ev,
-            Some(Err(e)) => {
-                w.send_error(&too_old(CacheError::Store(e))).await;
-                return;
-            }
-            None => return,
-        };
-        let rev = ev.revision();
-        let prev = ev
-            .prev
-            .as_ref()
-            .and_then(|p| decode(&indexer, &p.key, &p.value, p.mod_revision))
-            .or_else(|| current.get(&ev.kv.key).cloned());
-        let cache_ev = match ev.kind {
-            EventKind::Put => {
-                let Some(obj) = decode(&indexer, &ev.kv.key, &ev.kv.value, rev) else {
-                    continue;
-                };
-                current.insert(ev.kv.key.clone(), obj.clone());
-                CacheEvent {
-                    kind: if ev.prev.is_some() {
-                        EventType::Modified
-                    } else {
-                        EventType::Added
-                    },
-                    rev,
-                    obj,
-                    prev,
+        let mut next = ev;
+        loop {
+            match next {
+                Some(Ok(ev)) => {
+                    if let Some(cache_ev) = store_event(&indexer, &mut current, ev) {
+                        w.push_event(&cache_ev);
+                    }
+                }
+                Some(Err(e)) => {
+                    w.flush().await;
+                    w.send_error(&too_old(CacheError::Store(e))).await;
+                    return;
+                }
+                None => {
+                    w.flush().await;
+                    return;
                 }
             }
-            EventKind::Delete => {
-                current.remove(&ev.kv.key);
-                let Some(p) = ev.prev.as_ref() else { continue };
-                let Some(obj) = decode(&indexer, &p.key, &p.value, rev) else {
-                    continue;
-                };
-                CacheEvent {
-                    kind: EventType::Deleted,
-                    rev,
-                    obj,
-                    prev,
-                }
+            if w.buf.len() >= CHUNK {
+                break;
             }
-        };
-        if !w.send_event(&cache_ev).await {
+            // Take whatever else is ready as well.
+            match stream.try_next() {
+                Some(ev) => next = Some(ev),
+                None => break,
+            }
+        }
+        if !w.flush().await {
             return;
+        }
+    }
+}
+
+/// A store event as the cache would have recorded it; `current` tracks the
+/// objects seen so far for the previous states the store may not carry.
+fn store_event(
+    indexer: &crate::cache::Indexer,
+    current: &mut std::collections::HashMap<Bytes, Arc<CachedObject>>,
+    ev: kelson_store::Event,
+) -> Option<CacheEvent> {
+    let rev = ev.revision();
+    let prev = ev
+        .prev
+        .as_ref()
+        .and_then(|p| decode(indexer, &p.key, &p.value, p.mod_revision))
+        .or_else(|| current.get(&ev.kv.key).cloned());
+    match ev.kind {
+        EventKind::Put => {
+            let obj = decode(indexer, &ev.kv.key, &ev.kv.value, rev)?;
+            current.insert(ev.kv.key.clone(), obj.clone());
+            Some(CacheEvent {
+                kind: if ev.prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                },
+                rev,
+                obj,
+                prev,
+            })
+        }
+        EventKind::Delete => {
+            current.remove(&ev.kv.key);
+            let p = ev.prev.as_ref()?;
+            let obj = decode(indexer, &p.key, &p.value, rev)?;
+            Some(CacheEvent {
+                kind: EventType::Deleted,
+                rev,
+                obj,
+                prev,
+            })
         }
     }
 }
@@ -300,69 +358,70 @@ impl Watcher {
         self.filter.matches(o)
     }
 
-    /// Sends an event with selector transitions applied; false once the
-    /// client is gone.
-    async fn send_event(&mut self, ev: &CacheEvent) -> bool {
+    /// Queues an event with selector transitions applied.
+    fn push_event(&mut self, ev: &CacheEvent) {
         let now = self.selected(&ev.obj);
         let before = ev.prev.as_ref().is_some_and(|p| self.selected(p));
         match ev.kind {
-            EventType::Added if now => self.send_object("ADDED", &ev.obj, None).await,
-            EventType::Modified if now && before => {
-                self.send_object("MODIFIED", &ev.obj, None).await
-            }
-            EventType::Modified if now => self.send_object("ADDED", &ev.obj, None).await,
+            EventType::Added if now => self.push_object("ADDED", &ev.obj, None),
+            EventType::Modified if now && before => self.push_object("MODIFIED", &ev.obj, None),
+            EventType::Modified if now => self.push_object("ADDED", &ev.obj, None),
             EventType::Modified if before => {
                 // Left the selection: a delete of the old state at this revision.
-                let prev = ev.prev.as_ref().map(|p| p.as_ref());
-                match prev {
-                    Some(p) => self.send_object("DELETED", p, Some(ev.rev)).await,
-                    None => true,
+                if let Some(p) = ev.prev.as_ref() {
+                    self.push_object("DELETED", p, Some(ev.rev));
                 }
             }
-            EventType::Deleted if now || before => self.send_object("DELETED", &ev.obj, None).await,
-            _ => true,
+            EventType::Deleted if now || before => self.push_object("DELETED", &ev.obj, None),
+            _ => {}
         }
     }
 
-    async fn send_object(&mut self, kind: &str, o: &CachedObject, rev: Option<u64>) -> bool {
+    fn push_object(&mut self, kind: &str, o: &CachedObject, rev: Option<u64>) {
         let plain =
             self.out == Output::Json && !convert::needs_conversion(&self.res) && rev.is_none();
-        let line = if plain {
-            let mut b = Vec::with_capacity(o.json.len() + 32);
+        if plain {
+            let b = &mut self.buf;
             b.extend_from_slice(b"{\"type\":\"");
             b.extend_from_slice(kind.as_bytes());
             b.extend_from_slice(b"\",\"object\":");
             b.extend_from_slice(&o.json);
             b.extend_from_slice(b"}\n");
-            b
-        } else {
-            let mut v = o.value();
-            if let Some(rev) = rev {
-                crate::meta::meta_mut(&mut v)
-                    .insert("resourceVersion".into(), json!(rev.to_string()));
+            return;
+        }
+        let mut v = o.value();
+        if let Some(rev) = rev {
+            crate::meta::meta_mut(&mut v).insert("resourceVersion".into(), json!(rev.to_string()));
+        }
+        let v = convert::from_storage(&self.res, v);
+        let obj = match self.out {
+            Output::Table => {
+                let t = crate::table::table(
+                    &self.res,
+                    &[v],
+                    None,
+                    &self.include_object,
+                    !self.sent_columns,
+                );
+                self.sent_columns = true;
+                t
             }
-            let v = convert::from_storage(&self.res, v);
-            let obj = match self.out {
-                Output::Table => {
-                    let t = crate::table::table(
-                        &self.res,
-                        &[v],
-                        None,
-                        &self.include_object,
-                        !self.sent_columns,
-                    );
-                    self.sent_columns = true;
-                    t
-                }
-                Output::Metadata => partial_metadata(&v),
-                _ => v,
-            };
-            let mut b =
-                serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
-            b.push(b'\n');
-            b
+            Output::Metadata => partial_metadata(&v),
+            _ => v,
         };
-        self.tx.send(Bytes::from(line)).await.is_ok()
+        if serde_json::to_writer(&mut self.buf, &json!({"type": kind, "object": obj})).is_ok() {
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// Hands the queued events to the connection; false once the client is
+    /// gone.
+    async fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.send(chunk).await.is_ok()
     }
 
     async fn send_bookmark(&mut self, rev: u64, initial_end: bool) -> bool {
@@ -372,16 +431,22 @@ impl Watcher {
         }
         let obj =
             json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
-        let mut b =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
-        b.push(b'\n');
-        self.tx.send(Bytes::from(b)).await.is_ok()
+        if serde_json::to_writer(&mut self.buf, &json!({"type": "BOOKMARK", "object": obj})).is_ok()
+        {
+            self.buf.push(b'\n');
+        }
+        self.flush().await
     }
 
     async fn send_error(&mut self, e: &ApiError) {
-        let mut b = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
-            .unwrap_or_default();
-        b.push(b'\n');
-        let _ = self.tx.send(Bytes::from(b)).await;
+        if serde_json::to_writer(
+            &mut self.buf,
+            &json!({"type": "ERROR", "object": e.to_status()}),
+        )
+        .is_ok()
+        {
+            self.buf.push(b'\n');
+        }
+        self.flush().await;
     }
 }

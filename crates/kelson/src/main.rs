@@ -2,6 +2,7 @@
 //! command, as k3s does.
 
 mod admin;
+mod components;
 mod server;
 mod store_cmd;
 
@@ -26,6 +27,12 @@ struct Cli {
 enum Command {
     /// Run the control plane of a cluster on this machine
     Server(server::ServerArgs),
+    /// Run the controller manager as its own process
+    ControllerManager(components::ControllerManagerArgs),
+    /// Run the scheduler as its own process
+    Scheduler(components::SchedulerArgs),
+    /// Run simulated nodes (kubelets without containers) against a cluster
+    Sim(kelson_sim::SimArgs),
     /// Manage the cluster's store (snapshots, status)
     Store(store_cmd::StoreArgs),
     /// Print the version of this binary
@@ -59,6 +66,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
         Command::Store(args) => runtime()?.block_on(store_cmd::run(args)),
+        Command::ControllerManager(args) => {
+            runtime()?.block_on(components::controller_manager(args))
+        }
+        Command::Scheduler(args) => runtime()?.block_on(components::scheduler(args)),
+        Command::Sim(args) => runtime()?.block_on(components::sim(args)),
     }
 }
 

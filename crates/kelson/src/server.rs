@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use kelson_runtime::CancellationToken;
 use kelson_store::{EmbeddedStore, Options, Store};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -37,6 +38,14 @@ pub struct ServerArgs {
     /// Service cluster IPs are taken from this network
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
+    /// Run no controller manager in this process (run it elsewhere with
+    /// `kelson controller-manager`)
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Run no scheduler in this process (run it elsewhere with
+    /// `kelson scheduler`)
+    #[arg(long)]
+    pub disable_scheduler: bool,
     /// Static bearer tokens, one per line: token,user,uid[,"group1,group2"]
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -55,6 +64,34 @@ pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
         bail!("{s:?}: prefix length over 32");
     }
     Ok((ip, bits))
+}
+
+/// A client for an in-process component, with its own certificate (CN
+/// `user`) and User-Agent, talking to this server over TLS like any other.
+async fn component_client(
+    api: &kelson_apiserver::Running,
+    user: &str,
+    agent: &str,
+) -> anyhow::Result<kube::Client> {
+    let pair = api.pki.issue_client(user, &[])?;
+    let host = if api.addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        api.addr.ip()
+    };
+    let url = format!(
+        "https://{}",
+        std::net::SocketAddr::new(host, api.addr.port())
+    );
+    kelson_runtime::client::install_crypto_provider();
+    Ok(kelson_runtime::client_from_pem(
+        &url,
+        &api.pki.ca.cert_pem,
+        &pair.cert_pem,
+        &pair.key_pem,
+        agent,
+    )
+    .await?)
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -126,10 +163,60 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !args.disable_agent {
         tracing::info!("no node agent yet: this server runs the control plane only");
     }
+    let components = CancellationToken::new();
+    let controllers = if args.disable_controller_manager {
+        None
+    } else {
+        let client = component_client(
+            &api,
+            "system:kube-controller-manager",
+            "kelson-controller-manager",
+        )
+        .await
+        .context("a client for the controller manager")?;
+        let options = kelson_controllers::Options {
+            root_ca_pem: api.pki.ca.cert_pem.clone(),
+            cluster_cidr: args.cluster_cidr.clone(),
+        };
+        Some(tokio::spawn(
+            crate::components::controller_manager_in_server(
+                client,
+                options,
+                components.child_token(),
+            ),
+        ))
+    };
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let client = component_client(&api, "system:kube-scheduler", "kelson-scheduler")
+            .await
+            .context("a client for the scheduler")?;
+        Some(tokio::spawn(crate::components::scheduler_in_server(
+            client,
+            components.child_token(),
+        )))
+    };
 
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
         _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+    // Components first, while the API server can still take their last
+    // writes (the Lease release).
+    components.cancel();
+    for (name, task) in [
+        ("controller manager", controllers),
+        ("scheduler", scheduler),
+    ] {
+        if let Some(task) = task {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the {name} did not stop within 5 s");
+            }
+        }
     }
     api.stop().await;
     admin_task.abort();

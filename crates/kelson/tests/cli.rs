@@ -61,6 +61,10 @@ impl Server {
         let child = Command::new(KELSON)
             .args([
                 "server",
+                // These tests compare store contents byte for byte: no
+                // component may write (its Lease, for one) behind their back.
+                "--disable-controller-manager",
+                "--disable-scheduler",
                 "--bind-address",
                 "127.0.0.1",
                 "--https-port",

@@ -1,172 +1,12 @@
 //! End to end: the real `kelson server` driven by real kubectl (1.32, plus a
 //! smoke run with 1.27 and 1.33), as a user would.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KELSON: &str = env!("CARGO_BIN_EXE_kelson");
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-
-fn kubectl_bin(minor: u32) -> PathBuf {
-    let versioned = PathBuf::from(format!("{KUBECTL_DIR}/kubectl.1.{minor}"));
-    if versioned.exists() {
-        versioned
-    } else {
-        PathBuf::from("kubectl")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `kelson server` on 127.0.0.1 with its own data dir, stopped by PID.
-struct Cluster {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    extra: Vec<String>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster::start_with(&[])
-    }
-
-    /// Starts with extra `kelson server` flags; files named in them may use
-    /// the `{dir}` placeholder for the cluster's data dir.
-    fn start_with(extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let extra = extra
-            .iter()
-            .map(|a| a.replace("{dir}", &dir.path().to_string_lossy()))
-            .collect();
-        let mut c = Cluster {
-            child: None,
-            dir,
-            port: free_port(),
-            extra,
-        };
-        c.boot();
-        c
-    }
-
-    fn boot(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-        let child = Command::new(KELSON)
-            .args([
-                "server",
-                "--bind-address",
-                "127.0.0.1",
-                "--https-port",
-                &self.port.to_string(),
-            ])
-            .args(&self.extra)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.kubeconfig().exists()
-                && self.kubectl(&["get", "--raw", "/readyz"]).status.success()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not become ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.boot();
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig.yaml")
-    }
-
-    fn kubectl_v(&self, minor: u32, args: &[&str]) -> Output {
-        Command::new(kubectl_bin(minor))
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_v(32, args)
-    }
-
-    /// Runs kubectl, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs kubectl, asserts failure, returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} should fail: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use common::{kubectl_bin, Cluster};
 
 fn deployment(env_value: &str, image: &str) -> String {
     format!(
@@ -453,6 +293,38 @@ fn workload_lifecycle_with_kubectl() {
             "--show-managed-fields"
         ])
         .contains("manager: kubectl"));
+    // Another manager's change to a field the applier owns is a conflict
+    // with upstream's message; --force-conflicts takes the field back; a
+    // field left out of the next apply is removed.
+    c.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--field-manager=tuner",
+        "-p",
+        r#"{"data":{"color":"red"}}"#,
+    ]);
+    let conflict = c.fails(&["apply", "--server-side", "-f", &cm2]);
+    assert!(
+        conflict.contains(
+            r#"Apply failed with 1 conflict: conflict with "tuner" using v1: .data.color"#
+        ),
+        "{conflict}"
+    );
+    c.ok(&["apply", "--server-side", "--force-conflicts", "-f", &cm2]);
+    assert_eq!(
+        c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]),
+        "green"
+    );
+    let cm3 = c.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  size: L\n",
+    );
+    c.ok(&["apply", "--server-side", "-f", &cm3]);
+    assert_eq!(
+        c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"]),
+        r#"{"size":"L"}"#
+    );
 
     // Deletes: by file, by label, and a missing object is a 404.
     c.ok(&["label", "cm", "settings", "del=me"]);
@@ -529,8 +401,9 @@ spec:
           spec:
             type: object
             properties:
-              cronSpec: {type: string}
-              replicas: {type: integer}
+              cronSpec: {type: string, pattern: '^(\S+ ){4}\S+$'}
+              replicas: {type: integer, minimum: 0, maximum: 10}
+              image: {type: string, default: "busybox"}
           status:
             type: object
             properties:
@@ -573,6 +446,38 @@ spec:
     assert!(c
         .ok(&["api-resources", "--api-group=stable.example.com"])
         .contains("crontabs"));
+    // The schema defaults, prunes and validates.
+    assert_eq!(
+        c.ok(&["get", "ct", "nightly", "-o", "jsonpath={.spec.image}"]),
+        "busybox"
+    );
+    let extra = c.write("ct-extra.yaml", "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: extra\nspec:\n  cronSpec: \"* * * * *\"\n  colour: red\n");
+    let out = c.kubectl(&["apply", "-f", &extra, "--validate=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.ok(&["get", "ct", "extra", "-o", "jsonpath={.spec}"]),
+        r#"{"cronSpec":"* * * * *","image":"busybox"}"#
+    );
+    let bad = c.write("ct-bad.yaml", "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad\nspec:\n  cronSpec: \"often\"\n  replicas: 11\n");
+    let err = c.fails(&["apply", "-f", &bad]);
+    assert!(
+        err.contains("spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10")
+            && err.contains("spec.cronSpec: Invalid value: \"often\": spec.cronSpec in body should match"),
+        "{err}"
+    );
+    // A schema that is not structural is refused with the field named.
+    let loose = c.write("crd-loose.yaml", "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: loose.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: loose, kind: Loose}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec: {properties: {a: {type: string}}}\n");
+    let err = c.fails(&["apply", "-f", &loose]);
+    assert!(
+        err.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"
+        ),
+        "{err}"
+    );
     c.ok(&["delete", "ct", "nightly"]);
     c.ok(&["delete", "-f", &crd]);
     assert!(!c.ok(&["api-resources"]).contains("crontabs"));
@@ -718,41 +623,245 @@ fn state_and_certificates_survive_restart() {
         .contains("namespace/default"));
 }
 
-/// kubectl 1.33 end to end; kubectl 1.27 reads (its create and apply need
-/// the protobuf OpenAPI v2 document, which Kelson does not serve yet).
+/// The oldest and newest kubectl end to end: 1.27 needs the protobuf
+/// OpenAPI v2 document for apply, 1.33 sends protobuf bodies for imperative
+/// creates.
 #[test]
 fn smoke_with_oldest_and_newest_kubectl() {
     let c = Cluster::start();
-    let f = c.write(
-        "smoke.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: smoke\ndata: {v: '33'}\n",
-    );
-    let out = c.kubectl_v(33, &["apply", "-f", &f]);
-    assert!(
-        out.status.success(),
-        "kubectl 1.33: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = c.kubectl_v(33, &["get", "cm", "smoke", "-o", "jsonpath={.data.v}"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "33");
-    let out = c.kubectl_v(33, &["explain", "pods.spec.containers"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("KIND:"));
     for minor in [27, 33] {
-        let out = c.kubectl_v(minor, &["get", "ns"]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("kube-system"),
-            "kubectl 1.{minor}"
-        );
-        let out = c.kubectl_v(minor, &["api-resources"]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("deployments"),
-            "kubectl 1.{minor}"
-        );
-        let out = c.kubectl_v(minor, &["get", "cm", "smoke", "-o", "jsonpath={.data.v}"]);
+        let ns = format!("smoke-{minor}");
+        let run = |args: &[&str]| {
+            let out = c.kubectl_v(minor, args);
+            assert!(
+                out.status.success(),
+                "kubectl 1.{minor} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&["create", "namespace", &ns]);
+        let deployment = |replicas: u32, value: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: c, image: busybox, env: [{{name: A, value: '{value}'}}]}}]\n"
+            )
+        };
+        let f = c.write(&format!("web-{minor}.yaml"), &deployment(1, "1"));
+        assert!(run(&["apply", "-f", &f]).contains("deployment.apps/web created"));
+        let f = c.write(&format!("web-{minor}.yaml"), &deployment(2, "2"));
+        assert!(run(&["apply", "-f", &f]).contains("deployment.apps/web configured"));
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "33",
-            "kubectl 1.{minor}"
+            run(&[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value}"
+            ]),
+            "2 2"
         );
+        run(&["create", "configmap", "cm", "-n", &ns, "--from-literal=v=1"]);
+        assert_eq!(
+            run(&["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data.v}"]),
+            "1"
+        );
+        assert!(run(&["get", "ns"]).contains("kube-system"));
+        assert!(run(&["api-resources"]).contains("deployments"));
+        assert!(run(&["explain", "pods.spec.containers"]).contains("KIND:"));
     }
+}
+
+/// kubectl 1.31+ sends imperative creates as protobuf; the stored objects
+/// must be what the JSON form would have produced, upstream defaults
+/// included.
+#[test]
+fn imperative_creates_send_protobuf() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "pb"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "pb",
+        "--image=busybox",
+        "--replicas=0",
+    ]);
+    let d: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "deploy", "web", "-n", "pb", "-o", "json"])).unwrap();
+    // replicas is a pointer: an explicit 0 survives.
+    assert_eq!(d["spec"]["replicas"], 0);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox");
+    // Empty strings the protobuf carries are absent, so defaults apply.
+    assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "pb",
+        "--from-literal=k=v",
+    ]);
+    assert_eq!(
+        c.ok(&["get", "secret", "s", "-n", "pb", "-o", "jsonpath={.data.k}"]),
+        "dg=="
+    );
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "-n",
+        "pb",
+        "--tcp=80:8080",
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "svc",
+            "svc",
+            "-n",
+            "pb",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ]),
+        "8080"
+    );
+    c.ok(&[
+        "create",
+        "job",
+        "j",
+        "-n",
+        "pb",
+        "--image=busybox",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "job",
+            "j",
+            "-n",
+            "pb",
+            "-o",
+            "jsonpath={.spec.backoffLimit}"
+        ]),
+        "6"
+    );
+}
+
+/// `kubectl delete namespace` removes what is in it, then the namespace.
+#[test]
+fn deleting_a_namespace_deletes_its_content() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "gone"]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "a",
+        "-n",
+        "gone",
+        "--from-literal=k=v",
+    ]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "gone",
+        "--image=busybox",
+    ]);
+    c.ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
+    // kubectl waits until the namespace is gone.
+    c.ok(&["delete", "namespace", "gone", "--timeout=60s"]);
+    assert!(c
+        .fails(&["get", "namespace", "gone"])
+        .contains("namespaces \"gone\" not found"));
+    assert!(c
+        .ok(&["get", "configmaps,deployments", "-A", "-o", "name"])
+        .contains("configmap/keep"));
+    assert!(!c
+        .ok(&["get", "deployments", "-A", "-o", "name"])
+        .contains("web"));
+    // A fresh namespace of the same name starts empty.
+    c.ok(&["create", "namespace", "gone"]);
+    assert_eq!(
+        c.ok(&["get", "all,cm", "-n", "gone", "-o", "name"])
+            .lines()
+            .filter(|l| !l.contains("kube-root-ca"))
+            .count(),
+        0
+    );
+}
+
+/// The controller manager inside `kelson server` reconciles what kubectl
+/// creates: Deployments get ReplicaSets and pods, namespaces their default
+/// ServiceAccount and root CA, and deleting an owner removes what it owns.
+#[test]
+fn the_controller_manager_reconciles() {
+    let c = Cluster::start();
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=3",
+    ]);
+    let rs = c.eventually(&["get", "rs", "-l", "app=web", "-o", "name"], |o| {
+        o.lines().count() == 1
+    });
+    assert!(rs.trim().starts_with("replicaset.apps/web-"), "{rs}");
+    c.eventually(&["get", "pods", "-l", "app=web", "-o", "name"], |o| {
+        o.lines().count() == 3
+    });
+    c.ok(&["scale", "deployment", "web", "--replicas=1"]);
+    c.eventually(&["get", "pods", "-l", "app=web", "-o", "name"], |o| {
+        o.lines().count() == 1
+    });
+    let events = c.ok(&[
+        "get",
+        "events",
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+    ]);
+    assert!(events.contains("ScalingReplicaSet"), "{events}");
+
+    c.ok(&["create", "namespace", "fresh"]);
+    c.eventually(
+        &[
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            "fresh",
+            "-o",
+            "name",
+        ],
+        |o| o.contains("serviceaccount/default"),
+    );
+    let ca = c.eventually(
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "fresh",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+        |o| o.contains("BEGIN CERTIFICATE"),
+    );
+    assert!(ca.contains("END CERTIFICATE"));
+
+    // Background deletion: the ReplicaSet and its pods follow the Deployment.
+    c.ok(&["delete", "deployment", "web"]);
+    c.eventually(&["get", "rs,pods", "-l", "app=web", "-o", "name"], |o| {
+        o.trim().is_empty()
+    });
 }

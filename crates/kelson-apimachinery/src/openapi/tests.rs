@@ -735,49 +735,6 @@ fn unknown_fields_ignores_maps_and_opaque_values() {
 }
 
 #[test]
-fn unknown_fields_in_custom_schema() {
-    let schema = crontab_schema();
-    let obj = json!({
-        "apiVersion": "stable.example.com/v1",
-        "kind": "CronTab",
-        "metadata": {"name": "c", "labels": {"a": "b"}, "bogus": true},
-        "spec": {
-            "cronSpec": "* * * * */5",
-            "port": "http",
-            "config": {"anything": {"goes": [1, 2]}},
-            "selector": {"k": "v"},
-            "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"free": "form"}, "extra": 1},
-            "items": [{"name": "a"}, {"nmae": "b"}],
-            "image": "typo",
-        },
-        "status": {"ready": true},
-        "topLevel": 1,
-    });
-    assert_eq!(
-        unknown_fields_in_schema(&schema, &obj),
-        vec![
-            "metadata.bogus",
-            "spec.image",
-            "spec.items[1].nmae",
-            "spec.template.extra",
-            "topLevel",
-        ]
-    );
-    // A schema that preserves unknown fields at the root reports nothing but metadata.
-    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    assert!(
-        unknown_fields_in_schema(&open, &json!({"spec": {"a": 1}, "metadata": {"name": "x"}}))
-            .is_empty()
-    );
-    // An object schema without properties prunes everything (structural semantics).
-    let closed = json!({"type": "object", "properties": {"spec": {"type": "object"}}});
-    assert_eq!(
-        unknown_fields_in_schema(&closed, &json!({"spec": {"a": 1}})),
-        vec!["spec.a"]
-    );
-}
-
-#[test]
 fn unknown_fields_caps_at_one_hundred() {
     let mut data = Map::new();
     for i in 0..150 {

@@ -24,14 +24,6 @@ impl Defs for Map<String, Value> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Go struct decoding (built-in kinds).
-    Typed,
-    /// Structural schema pruning (custom resources).
-    Structural,
-}
-
 pub(crate) struct Walker<'a, D: Defs> {
     pub defs: &'a D,
     pub prefix: &'a str,
@@ -70,14 +62,7 @@ impl<'a, D: Defs> Walker<'a, D> {
         }
     }
 
-    pub(crate) fn walk(&mut self, schema: &'a Value, value: &Value, path: &str, mode: Mode) {
-        // Referenced definitions are always built-in (typed) schemas, even
-        // when reached from a custom resource (e.g. its ObjectMeta).
-        let mode = if schema.get("$ref").is_some() {
-            Mode::Typed
-        } else {
-            mode
-        };
+    pub(crate) fn walk(&mut self, schema: &'a Value, value: &Value, path: &str) {
         let schema = resolve(self.defs, self.prefix, schema);
         let Some(s) = schema.as_object() else {
             return;
@@ -101,17 +86,17 @@ impl<'a, D: Defs> Walker<'a, D> {
         {
             if !s.contains_key("properties") && !s.contains_key("items") {
                 if let Some(alt) = alts.iter().find(|a| self.matches_type(a, value)) {
-                    self.walk(alt, value, path, mode);
+                    self.walk(alt, value, path);
                 }
                 return;
             }
         }
         match value {
-            Value::Object(obj) => self.walk_object(s, obj, path, mode, &[]),
+            Value::Object(obj) => self.walk_object(s, obj, path),
             Value::Array(items) => {
                 if let Some(item_schema) = s.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(item_schema, item, &format!("{path}[{i}]"), mode);
+                        self.walk(item_schema, item, &format!("{path}[{i}]"));
                     }
                 }
             }
@@ -131,66 +116,23 @@ impl<'a, D: Defs> Walker<'a, D> {
         }
     }
 
-    /// The root of a custom resource: `apiVersion` and `kind` are always
-    /// known and `metadata` is checked against ObjectMeta, whatever the CRD
-    /// schema says about them.
-    pub(crate) fn walk_custom_root(
-        &mut self,
-        schema: &'a Value,
-        object_meta: &'a Value,
-        value: &Value,
-    ) {
-        let Value::Object(obj) = value else {
-            return;
-        };
-        if let Some(meta) = obj.get("metadata") {
-            self.walk(object_meta, meta, "metadata", Mode::Typed);
-        }
-        let schema = resolve(self.defs, self.prefix, schema);
-        if let Some(s) = schema.as_object() {
-            if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
-                && !s.contains_key("properties")
-                && !s.contains_key("additionalProperties")
-            {
-                return;
-            }
-            self.walk_object(
-                s,
-                obj,
-                "",
-                Mode::Structural,
-                &["apiVersion", "kind", "metadata"],
-            );
-        }
-    }
-
-    fn walk_object(
-        &mut self,
-        s: &'a Map<String, Value>,
-        obj: &Map<String, Value>,
-        path: &str,
-        mode: Mode,
-        skip: &[&str],
-    ) {
+    fn walk_object(&mut self, s: &'a Map<String, Value>, obj: &Map<String, Value>, path: &str) {
         let props = s.get("properties").and_then(Value::as_object);
         let additional = s.get("additionalProperties");
         let preserve = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
         let embedded = s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
-        if props.is_none() && additional.is_none() && mode == Mode::Typed {
+        if props.is_none() && additional.is_none() {
             // Opaque object (RawExtension, JSON, FieldsV1, Patch).
             return;
         }
         for (key, v) in obj {
-            if skip.contains(&key.as_str()) {
-                continue;
-            }
             if let Some(p) = props.and_then(|p| p.get(key)) {
-                self.walk(p, v, &child(path, key), mode);
+                self.walk(p, v, &child(path, key));
             } else if let Some(add) = additional {
                 match add {
                     Value::Bool(false) => self.report(child(path, key)),
                     Value::Bool(true) => {}
-                    add => self.walk(add, v, &format!("{path}[{key}]"), mode),
+                    add => self.walk(add, v, &format!("{path}[{key}]")),
                 }
             } else if preserve {
                 // Unknown fields are kept.

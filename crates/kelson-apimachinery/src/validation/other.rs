@@ -12,6 +12,7 @@ pub(super) fn validate(
     out: &mut Vec<Cause>,
 ) {
     match (group, kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crd_schemas(o, out),
         ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
             let namespaced = kind == "Role";
             for (i, r) in arr(o, "rules").iter().enumerate() {
@@ -220,5 +221,26 @@ fn binding(out: &mut Vec<Cause>, o: &Value, namespaced: bool) {
                 &["ServiceAccount", "User", "Group"],
             )),
         }
+    }
+}
+
+/// Each version's schema must be structural (and its defaults valid), or
+/// its objects could not be pruned, defaulted and validated.
+fn crd_schemas(o: &Value, out: &mut Vec<Cause>) {
+    for (i, v) in arr(o.get("spec").unwrap_or(&Value::Null), "versions")
+        .iter()
+        .enumerate()
+    {
+        let Some(schema) = v.pointer("/schema/openAPIV3Schema") else {
+            continue;
+        };
+        let opts = crate::structural::CheckOptions {
+            status_subresource: v.pointer("/subresources/status").is_some(),
+        };
+        out.extend(crate::structural::check_crd_schema_with(
+            schema,
+            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            opts,
+        ));
     }
 }

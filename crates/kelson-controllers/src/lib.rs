@@ -1,0 +1,70 @@
+//! The controller manager's reconcile loops. Each controller reaches the
+//! cluster only through a `kube::Client`, as a standalone
+//! kube-controller-manager would, and is level-triggered: it reads the
+//! current state on every pass and converges, so a missed event or a restart
+//! costs only a delay.
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+pub mod deployment;
+pub mod endpoints;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod podcontrol;
+pub mod podgc;
+pub mod replicaset;
+pub mod serviceaccount;
+
+/// What the controllers need besides a client.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The cluster CA (PEM) published to every namespace as
+    /// `kube-root-ca.crt`.
+    pub root_ca_pem: String,
+    /// The pod network nodes get their podCIDRs from (`--cluster-cidr`).
+    pub cluster_cidr: String,
+}
+
+/// Runs every controller until `shutdown` is cancelled, then returns once
+/// they have stopped.
+pub async fn run_all(client: Client, options: Options, shutdown: CancellationToken) {
+    tracing::info!("starting controllers");
+    let c = || client.clone();
+    let s = || shutdown.child_token();
+    let tasks = vec![
+        tokio::spawn(namespace::run(c(), s())),
+        tokio::spawn(replicaset::run(c(), s())),
+        tokio::spawn(replicaset::run_replication_controllers(c(), s())),
+        tokio::spawn(deployment::run(c(), s())),
+        tokio::spawn(garbagecollector::run(c(), Default::default(), s())),
+        tokio::spawn(serviceaccount::run(
+            c(),
+            serviceaccount::RootCa {
+                pem: options.root_ca_pem.clone(),
+            },
+            s(),
+        )),
+        tokio::spawn(endpoints::run(c(), s())),
+        tokio::spawn(podgc::run(c(), Default::default(), s())),
+        tokio::spawn(nodelifecycle::run(c(), Default::default(), s())),
+        tokio::spawn({
+            let cidr = nodeipam::ClusterCidr::new(options.cluster_cidr.clone());
+            let (c, s) = (c(), s());
+            async move {
+                if let Err(e) = nodeipam::run(c, cidr, s).await {
+                    tracing::error!(error = %e, "node IPAM stopped");
+                }
+            }
+        }),
+    ];
+    shutdown.cancelled().await;
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "controller task ended abnormally");
+        }
+    }
+    tracing::info!("controllers stopped");
+}

@@ -1,0 +1,265 @@
+//! Node lifecycle against a real API server with simulated kubelets: a node
+//! that stops heartbeating goes Unknown, is tainted, loses its pods as
+//! their tolerations say, and recovers when it heartbeats again.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kelson_controllers::nodelifecycle::{self, NodeLifecycleOptions, TAINT_UNREACHABLE};
+use kelson_runtime::testing::TestCluster;
+use kelson_sim::{Sim, SimConfig};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_pod(pods: &Api<Pod>, name: &str, node: &str, tolerations: serde_json::Value) {
+    // Bound at creation, as a pod that names its node is: no scheduler
+    // here, and binding is covered by the sim's own tests.
+    let mut spec = json!({"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]});
+    if tolerations.as_array().is_some_and(|t| !t.is_empty()) {
+        spec["tolerations"] = tolerations;
+    }
+    let pod: Pod =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+fn ready(p: &Pod) -> Option<&str> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+fn node_ready(n: &Node) -> Option<(String, Option<String>)> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn taints(n: &Node) -> Vec<(String, String)> {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.effect))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_is_tainted_evicted_and_recovers() {
+    let cluster = TestCluster::start().await.unwrap();
+    let admin = cluster.admin_client("test").await.unwrap();
+    let kcm = cluster
+        .component_client(
+            "system:kube-controller-manager",
+            &[],
+            "kelson-controller-manager",
+        )
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let mut config = SimConfig::new("sim", 3);
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.pod_cidr_wait = Duration::ZERO;
+    let sim = Sim::start(admin.clone(), config, shutdown.clone())
+        .await
+        .unwrap();
+    let opts = NodeLifecycleOptions {
+        grace_period: Duration::from_secs(3),
+        monitor_period: Duration::from_millis(500),
+        ..NodeLifecycleOptions::default()
+    };
+    let controller = tokio::spawn(nodelifecycle::run(kcm, opts, shutdown.clone()));
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    // The API server gives every pod 300 s tolerations of not-ready and
+    // unreachable (DefaultTolerationSeconds); 0 s means at once.
+    run_pod(
+        &pods,
+        "doomed",
+        "sim-0",
+        json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0}]),
+    )
+    .await;
+    run_pod(
+        &pods,
+        "patient",
+        "sim-0",
+        json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}]),
+    )
+    .await;
+    run_pod(&pods, "stubborn", "sim-0", json!([{"operator": "Exists"}])).await;
+    run_pod(&pods, "bystander", "sim-1", json!([])).await;
+    run_pod(&pods, "victim", "sim-2", json!([])).await;
+    for name in ["doomed", "patient", "stubborn", "bystander", "victim"] {
+        wait_for(&format!("{name} ready"), Duration::from_secs(10), || {
+            let pods = pods.clone();
+            async move { (ready(&pods.get(name).await.ok()?) == Some("True")).then_some(()) }
+        })
+        .await;
+    }
+
+    // Healthy nodes are left alone well past the grace period.
+    let nodes: Api<Node> = Api::all(admin.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for n in ["sim-0", "sim-1", "sim-2"] {
+        let node = nodes.get(n).await.unwrap();
+        assert_eq!(node_ready(&node).unwrap().0, "True");
+        assert!(taints(&node).is_empty(), "{n} is untainted");
+    }
+
+    // A NoExecute taint the pod does not tolerate at all evicts it at once.
+    let mut n2 = nodes.get("sim-2").await.unwrap();
+    n2.spec.get_or_insert_with(Default::default).taints = Some(vec![serde_json::from_value(
+        json!({"key": "example.com/drain", "effect": "NoExecute"}),
+    )
+    .unwrap()]);
+    nodes
+        .replace("sim-2", &PostParams::default(), &n2)
+        .await
+        .unwrap();
+    wait_for("victim deleted", Duration::from_secs(5), || {
+        let pods = pods.clone();
+        async move { pods.get_opt("victim").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+
+    sim.stop_heartbeat("sim-0");
+    let stopped = Instant::now();
+    let node = wait_for("sim-0 Unknown", Duration::from_secs(10), || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get("sim-0").await.ok()?;
+            (node_ready(&n)?.0 == "Unknown").then_some(n)
+        }
+    })
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "not before the grace period"
+    );
+    let cond = node_ready(&node).unwrap();
+    assert_eq!(cond.1.as_deref(), Some("NodeStatusUnknown"));
+    let node = wait_for("unreachable taints", Duration::from_secs(5), || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get("sim-0").await.ok()?;
+            let t = taints(&n);
+            let want = |e: &str| t.contains(&(TAINT_UNREACHABLE.to_string(), e.to_string()));
+            (want("NoSchedule") && want("NoExecute")).then_some(n)
+        }
+    })
+    .await;
+    let no_execute = node
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .into_iter()
+        .find(|t| t.effect == "NoExecute")
+        .unwrap();
+    assert!(no_execute.time_added.is_some());
+    let tainted = Instant::now();
+
+    // The untolerating pod goes at once, the patient one after its 2 s.
+    wait_for("doomed deleted", Duration::from_secs(3), || {
+        let pods = pods.clone();
+        async move {
+            pods.get("doomed")
+                .await
+                .ok()?
+                .metadata
+                .deletion_timestamp
+                .map(|_| ())
+        }
+    })
+    .await;
+    let p = pods.get("patient").await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_none(),
+        "patient tolerates for 2 s"
+    );
+    assert_eq!(
+        ready(&p),
+        Some("False"),
+        "pods of a lost node are not ready"
+    );
+    let p = wait_for("patient deleted", Duration::from_secs(6), || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("patient").await.ok()?;
+            p.metadata.deletion_timestamp.is_some().then_some(p)
+        }
+    })
+    .await;
+    assert!(
+        tainted.elapsed() >= Duration::from_millis(1500),
+        "patient went too early"
+    );
+    let dt = p
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .unwrap();
+    assert_eq!(dt.reason.as_deref(), Some("DeletionByTaintManager"));
+    let s = pods.get("stubborn").await.unwrap();
+    assert!(s.metadata.deletion_timestamp.is_none(), "tolerates forever");
+    let b = pods.get("bystander").await.unwrap();
+    assert_eq!(ready(&b), Some("True"), "other nodes' pods are untouched");
+
+    // Back to life: Ready, untainted; the deleted pods are finished off and
+    // the survivor is ready again.
+    sim.resume_heartbeat("sim-0");
+    wait_for("sim-0 recovers", Duration::from_secs(10), || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get("sim-0").await.ok()?;
+            (node_ready(&n)?.0 == "True" && taints(&n).is_empty()).then_some(())
+        }
+    })
+    .await;
+    for name in ["doomed", "patient"] {
+        wait_for(&format!("{name} gone"), Duration::from_secs(10), || {
+            let pods = pods.clone();
+            async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+    wait_for("stubborn ready again", Duration::from_secs(10), || {
+        let pods = pods.clone();
+        async move { (ready(&pods.get("stubborn").await.ok()?) == Some("True")).then_some(()) }
+    })
+    .await;
+
+    shutdown.cancel();
+    controller.await.unwrap();
+    sim.wait().await;
+    cluster.stop().await;
+}

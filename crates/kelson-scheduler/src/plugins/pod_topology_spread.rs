@@ -1,0 +1,506 @@
+//! PodTopologySpread: `DoNotSchedule` constraints filter on skew,
+//! `ScheduleAnyway` constraints score. Matching pod counts per topology
+//! domain are computed once per pod (PreFilter / PreScore).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::cache::Snapshot;
+use crate::framework::{
+    action, ClusterEvent, CycleState, FilterPlugin, Plugin, PreFilterPlugin, PreFilterResult,
+    PreScorePlugin, ScorePlugin, Status, MAX_NODE_SCORE,
+};
+use crate::plugins::node_affinity::RequiredNodeAffinity;
+use crate::plugins::{node_event, pod_event};
+use crate::selectors::{first_untolerated, LabelSelector, SelectorError};
+use crate::types::{NodeInfo, PodInfo};
+
+pub const ERR_REASON_CONSTRAINTS_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints";
+pub const ERR_REASON_NODE_LABEL_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+
+const PRE_FILTER_KEY: &str = "PreFilterPodTopologySpread";
+const PRE_SCORE_KEY: &str = "PreScorePodTopologySpread";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PodTopologySpread;
+
+#[derive(Debug, Clone)]
+struct Constraint {
+    max_skew: i64,
+    topology_key: String,
+    selector: LabelSelector,
+    min_domains: i64,
+    honor_node_affinity: bool,
+    honor_node_taints: bool,
+}
+
+fn constraints(pod: &PodInfo, when: &str) -> Result<Vec<Constraint>, SelectorError> {
+    let mut out = Vec::new();
+    let spec = pod.pod.spec.as_ref();
+    for c in spec
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if c.when_unsatisfiable != when {
+            continue;
+        }
+        let mut selector = LabelSelector::compile(c.label_selector.as_ref())?;
+        // matchLabelKeys: the pod's own values for these keys join the selector.
+        for k in c.match_label_keys.iter().flatten() {
+            if let Some(v) = pod.labels().and_then(|l| l.get(k)) {
+                selector.require_equal(k, v);
+            }
+        }
+        out.push(Constraint {
+            max_skew: c.max_skew as i64,
+            topology_key: c.topology_key.clone(),
+            selector,
+            min_domains: c.min_domains.unwrap_or(1) as i64,
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_node_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+        });
+    }
+    Ok(out)
+}
+
+impl Constraint {
+    fn includes_node(
+        &self,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        affinity: &RequiredNodeAffinity,
+    ) -> bool {
+        if self.honor_node_affinity && !affinity.matches(node) {
+            return false;
+        }
+        if self.honor_node_taints
+            && first_untolerated(
+                node.taints(),
+                pod.tolerations(),
+                &["NoSchedule", "NoExecute"],
+            )
+            .is_some()
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
+    cs.iter().all(|c| node.label(&c.topology_key).is_some())
+}
+
+fn count_matching(pods: &[Arc<PodInfo>], sel: &LabelSelector, ns: &str) -> i64 {
+    pods.iter()
+        .filter(|p| !p.is_terminating() && p.namespace == ns && sel.matches(p.labels()))
+        .count() as i64
+}
+
+#[derive(Debug, Clone)]
+struct PreFilterState {
+    constraints: Vec<Constraint>,
+    /// Per constraint: domain value → matching pods.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the smallest count over its domains.
+    min: Vec<i64>,
+    affinity: RequiredNodeAffinity,
+}
+
+impl PreFilterState {
+    fn recompute_min(&mut self, i: usize) {
+        self.min[i] = self.counts[i].values().copied().min().unwrap_or(i64::MAX);
+    }
+
+    fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
+        if other.namespace != pod.namespace || !has_all_keys(node, &self.constraints) {
+            return;
+        }
+        for i in 0..self.constraints.len() {
+            let c = &self.constraints[i];
+            if !c.includes_node(pod, node, &self.affinity) || !c.selector.matches(other.labels()) {
+                continue;
+            }
+            let Some(v) = node.label(&c.topology_key) else {
+                continue;
+            };
+            *self.counts[i].entry(v.to_string()).or_default() += delta;
+            self.recompute_min(i);
+        }
+    }
+}
+
+impl Plugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        "PodTopologySpread"
+    }
+    fn events_to_register(&self) -> Vec<ClusterEvent> {
+        vec![
+            pod_event(action::ADD | action::UPDATE_POD_LABEL | action::DELETE),
+            node_event(
+                action::ADD
+                    | action::DELETE
+                    | action::UPDATE_NODE_LABEL
+                    | action::UPDATE_NODE_TAINT,
+            ),
+        ]
+    }
+}
+
+impl PreFilterPlugin for PodTopologySpread {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (PreFilterResult, Status) {
+        let cs = match constraints(pod, "DoNotSchedule") {
+            Ok(cs) if cs.is_empty() => return (PreFilterResult::default(), Status::skip()),
+            Ok(cs) => cs,
+            Err(e) => return (PreFilterResult::default(), Status::error(e.to_string())),
+        };
+        let affinity = RequiredNodeAffinity::from_pod(pod);
+        let mut counts = vec![HashMap::new(); cs.len()];
+        for node in &snap.nodes {
+            if !has_all_keys(node, &cs) {
+                continue;
+            }
+            for (i, c) in cs.iter().enumerate() {
+                if !c.includes_node(pod, node, &affinity) {
+                    continue;
+                }
+                let Some(v) = node.label(&c.topology_key) else {
+                    continue;
+                };
+                let n = count_matching(&node.pods, &c.selector, &pod.namespace);
+                *counts[i].entry(v.to_string()).or_default() += n;
+            }
+        }
+        let mut s = PreFilterState {
+            min: vec![0; cs.len()],
+            constraints: cs,
+            counts,
+            affinity,
+        };
+        for i in 0..s.constraints.len() {
+            s.recompute_min(i);
+        }
+        state.write(PRE_FILTER_KEY, s);
+        (PreFilterResult::default(), Status::success())
+    }
+
+    fn has_extensions(&self) -> bool {
+        true
+    }
+
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        if let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) {
+            s.update(pod, other, node, 1);
+        }
+        Status::success()
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        if let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) {
+            s.update(pod, other, node, -1);
+        }
+        Status::success()
+    }
+}
+
+impl FilterPlugin for PodTopologySpread {
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else {
+            return Status::success();
+        };
+        for (i, c) in s.constraints.iter().enumerate() {
+            let Some(v) = node.label(&c.topology_key) else {
+                return Status::unresolvable(ERR_REASON_NODE_LABEL_NOT_MATCH);
+            };
+            let self_match = i64::from(c.selector.matches(pod.labels()));
+            // Fewer eligible domains than minDomains: the global minimum is 0.
+            let min = if (s.counts[i].len() as i64) < c.min_domains {
+                0
+            } else {
+                s.min[i]
+            };
+            let matched = s.counts[i].get(v).copied().unwrap_or(0);
+            if matched + self_match - min > c.max_skew {
+                return Status::unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH);
+            }
+        }
+        Status::success()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PreScoreState {
+    constraints: Vec<Constraint>,
+    ignored: HashSet<String>,
+    /// (key, value) → matching pods, for non-hostname keys.
+    pair_counts: HashMap<(String, String), i64>,
+    weights: Vec<f64>,
+}
+
+impl PreScorePlugin for PodTopologySpread {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        filtered: &[Arc<NodeInfo>],
+        snap: &Snapshot,
+    ) -> Status {
+        let cs = match constraints(pod, "ScheduleAnyway") {
+            Ok(cs) if cs.is_empty() => return Status::skip(),
+            Ok(cs) => cs,
+            Err(e) => return Status::error(e.to_string()),
+        };
+        let affinity = RequiredNodeAffinity::from_pod(pod);
+        let mut ignored = HashSet::new();
+        let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); cs.len()];
+        let mut pair_counts = HashMap::new();
+        for node in filtered {
+            if !has_all_keys(node, &cs) {
+                ignored.insert(node.name.clone());
+                continue;
+            }
+            for (i, c) in cs.iter().enumerate() {
+                let v = node.label(&c.topology_key).unwrap_or("");
+                if c.topology_key == LABEL_HOSTNAME {
+                    continue;
+                }
+                domains[i].insert(v);
+                pair_counts.insert((c.topology_key.clone(), v.to_string()), 0i64);
+            }
+        }
+        let scored = (filtered.len() - ignored.len()) as f64;
+        let weights = cs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let size = if c.topology_key == LABEL_HOSTNAME {
+                    scored
+                } else {
+                    domains[i].len() as f64
+                };
+                (size + 2.0).ln()
+            })
+            .collect();
+        if !pair_counts.is_empty() {
+            for node in &snap.nodes {
+                if !has_all_keys(node, &cs) {
+                    continue;
+                }
+                for c in &cs {
+                    if c.topology_key == LABEL_HOSTNAME || !c.includes_node(pod, node, &affinity) {
+                        continue;
+                    }
+                    let Some(v) = node.label(&c.topology_key) else {
+                        continue;
+                    };
+                    let key = (c.topology_key.clone(), v.to_string());
+                    if let Some(e) = pair_counts.get_mut(&key) {
+                        *e += count_matching(&node.pods, &c.selector, &pod.namespace);
+                    }
+                }
+            }
+        }
+        state.write(
+            PRE_SCORE_KEY,
+            PreScoreState {
+                constraints: cs,
+                ignored,
+                pair_counts,
+                weights,
+            },
+        );
+        Status::success()
+    }
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_KEY) else {
+            return Ok(0);
+        };
+        if s.ignored.contains(&node.name) {
+            return Ok(0);
+        }
+        let mut score = 0f64;
+        for (i, c) in s.constraints.iter().enumerate() {
+            let Some(v) = node.label(&c.topology_key) else {
+                continue;
+            };
+            let cnt = if c.topology_key == LABEL_HOSTNAME {
+                count_matching(&node.pods, &c.selector, &pod.namespace)
+            } else {
+                s.pair_counts
+                    .get(&(c.topology_key.clone(), v.to_string()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;
+        }
+        Ok(score.round() as i64)
+    }
+
+    fn normalize(
+        &self,
+        state: &CycleState,
+        _: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+        scores: &mut [i64],
+    ) -> Status {
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_KEY) else {
+            return Status::success();
+        };
+        let (mut min, mut max) = (i64::MAX, 0i64);
+        for (n, sc) in nodes.iter().zip(scores.iter()) {
+            if s.ignored.contains(&n.name) {
+                continue;
+            }
+            min = min.min(*sc);
+            max = max.max(*sc);
+        }
+        for (n, sc) in nodes.iter().zip(scores.iter_mut()) {
+            *sc = if s.ignored.contains(&n.name) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *sc) / max
+            };
+        }
+        Status::success()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::framework::Code;
+    use crate::testutil::{node, pod};
+
+    fn snapshot(
+        nodes: Vec<k8s_openapi::api::core::v1::Node>,
+        pods: Vec<k8s_openapi::api::core::v1::Pod>,
+    ) -> Snapshot {
+        let mut cache = Cache::new();
+        for n in nodes {
+            cache.add_or_update_node(n);
+        }
+        for p in pods {
+            cache.add_or_update_pod(Arc::new(PodInfo::new(Arc::new(p))));
+        }
+        let mut snap = Snapshot::default();
+        cache.update_snapshot(&mut snap);
+        snap
+    }
+
+    fn cluster() -> Snapshot {
+        snapshot(
+            vec![
+                node("a1")
+                    .label("zone", "a")
+                    .label(LABEL_HOSTNAME, "a1")
+                    .build(),
+                node("b1")
+                    .label("zone", "b")
+                    .label(LABEL_HOSTNAME, "b1")
+                    .build(),
+                node("nolabel").build(),
+            ],
+            vec![
+                pod("w1").label("app", "web").node("a1").build(),
+                pod("w2").label("app", "web").node("a1").build(),
+                pod("other").label("app", "db").node("b1").build(),
+            ],
+        )
+    }
+
+    #[test]
+    fn hard_constraint_filters_on_skew_and_missing_label() {
+        let snap = cluster();
+        let p = PodInfo::new(Arc::new(
+            pod("w3")
+                .label("app", "web")
+                .spread(1, "zone", "DoNotSchedule", "app", "web")
+                .build(),
+        ));
+        let mut st = CycleState::new();
+        assert!(PodTopologySpread
+            .pre_filter(&mut st, &p, &snap)
+            .1
+            .is_success());
+        let s: Vec<Status> = snap
+            .nodes
+            .iter()
+            .map(|n| PodTopologySpread.filter(&st, &p, n))
+            .collect();
+        // zone a: 2 + 1 - 0 = 3 > 1
+        assert_eq!(s[0].code, Code::Unschedulable);
+        assert_eq!(s[0].reasons, [ERR_REASON_CONSTRAINTS_NOT_MATCH]);
+        assert!(s[1].is_success());
+        assert_eq!(s[2].code, Code::UnschedulableAndUnresolvable);
+        assert_eq!(s[2].reasons, [ERR_REASON_NODE_LABEL_NOT_MATCH]);
+    }
+
+    #[test]
+    fn soft_constraint_prefers_emptier_domains() {
+        let snap = cluster();
+        let p = PodInfo::new(Arc::new(
+            pod("w3")
+                .label("app", "web")
+                .spread(1, "zone", "ScheduleAnyway", "app", "web")
+                .build(),
+        ));
+        let mut st = CycleState::new();
+        assert!(PodTopologySpread
+            .pre_score(&mut st, &p, &snap.nodes, &snap)
+            .is_success());
+        let mut s: Vec<i64> = snap
+            .nodes
+            .iter()
+            .map(|n| PodTopologySpread.score(&st, &p, n).unwrap())
+            .collect();
+        // weight ln(2 + 2) = 1.386: zone a 2 pods → 3, zone b → 0.
+        assert_eq!(s[..2], [3, 0]);
+        PodTopologySpread.normalize(&st, &p, &snap.nodes, &mut s);
+        assert_eq!(s, [0, 100, 0]);
+    }
+
+    #[test]
+    fn preemption_extensions_update_counts() {
+        let snap = cluster();
+        let p = PodInfo::new(Arc::new(
+            pod("w3")
+                .label("app", "web")
+                .spread(1, "zone", "DoNotSchedule", "app", "web")
+                .build(),
+        ));
+        let mut st = CycleState::new();
+        PodTopologySpread.pre_filter(&mut st, &p, &snap);
+        let a1 = snap.get("a1").unwrap().clone();
+        for victim in a1.pods.clone() {
+            PodTopologySpread.remove_pod(&mut st, &p, &victim, &a1);
+        }
+        assert!(PodTopologySpread.filter(&st, &p, &a1).is_success());
+    }
+}
