@@ -2,72 +2,42 @@
 //! against a real API server. A stand-in kubelet marks every new pod
 //! Running and Ready through the status subresource.
 
+mod support;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kelson_runtime::testing::TestCluster;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use support::{
+    app_template, default_events, eventually, from_json, patch_pod_status, pod_is_ready,
+    running_and_ready, Harness,
+};
+
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
-fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).unwrap()
-}
-
-struct Harness {
-    cluster: TestCluster,
-    client: Client,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let cluster = TestCluster::start().await.unwrap();
-        let client = cluster
-            .component_client(
-                "system:kube-controller-manager",
-                &[],
-                "kelson-controller-manager",
-            )
-            .await
-            .unwrap();
-        let admin = cluster.admin_client("test-kubelet").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(kelson_controllers::replicaset::run(
-                client.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(kelson_controllers::deployment::run(
-                client.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(kubelet(admin, shutdown.clone())),
-        ];
-        Harness {
-            cluster,
-            client,
-            shutdown,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        self.cluster.stop().await;
-    }
+/// Starts the ReplicaSet and Deployment controllers, and a stand-in kubelet.
+async fn start() -> Harness {
+    let mut h = Harness::start().await;
+    let admin = h.cluster.admin_client("test-kubelet").await.unwrap();
+    h.spawn(kelson_controllers::replicaset::run(
+        h.client.clone(),
+        h.shutdown.clone(),
+    ));
+    h.spawn(kelson_controllers::deployment::run(
+        h.client.clone(),
+        h.shutdown.clone(),
+    ));
+    h.spawn(kubelet(admin, h.shutdown.clone()));
+    h
 }
 
 /// Marks every pod in "default" Running and Ready soon after it appears.
@@ -76,48 +46,22 @@ async fn kubelet(client: Client, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         if let Ok(list) = pods.list(&ListParams::default()).await {
             for p in list.items {
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                if ready || p.metadata.deletion_timestamp.is_some() {
+                if pod_is_ready(&p) || p.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let status = serde_json::json!({"status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True",
-                                    "lastTransitionTime": jiff::Timestamp::now().to_string()}]
-                }});
                 // The pod may be gone already; the next round sees.
-                let _ = pods
-                    .patch_status(
-                        &p.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(status),
-                    )
-                    .await;
+                let _ = patch_pod_status(
+                    &pods,
+                    &p.name_any(),
+                    running_and_ready(jiff::Timestamp::now()),
+                )
+                .await;
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-    }
-}
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -128,10 +72,7 @@ fn deployment(name: &str, replicas: i32, strategy: serde_json::Value) -> Deploym
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "strategy": strategy,
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}
-            }
+            "template": app_template(name)
         }
     }))
 }
@@ -212,10 +153,10 @@ fn kubectl(cluster: &TestCluster, args: &[&str]) -> Option<std::process::Output>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_a_hashed_replica_set_and_completes() {
-    let h = Harness::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(h.client.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let deploys: Api<Deployment> = h.api();
+    let rss: Api<ReplicaSet> = h.api();
+    let pods: Api<Pod> = h.api();
     deploys
         .create(
             &PostParams::default(),
@@ -297,11 +238,10 @@ async fn creates_a_hashed_replica_set_and_completes() {
         ))
     );
 
-    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
     let want = format!("Scaled up replica set web-{hash} from 0 to 3");
     eventually(10, "ScalingReplicaSet event", || async {
-        let list = events.list(&ListParams::default()).await.unwrap();
-        list.items
+        default_events(&h.client)
+            .await
             .iter()
             .any(|e| {
                 e.reason.as_deref() == Some("ScalingReplicaSet")
@@ -338,9 +278,9 @@ struct Bounds {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() {
-    let h = Harness::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(h.client.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let deploys: Api<Deployment> = h.api();
+    let rss: Api<ReplicaSet> = h.api();
     deploys
         .create(&PostParams::default(), &deployment("web", 3, rolling(1, 0)))
         .await
@@ -363,19 +303,13 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
             }),
     );
     let b = bounds.clone();
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let pods: Api<Pod> = h.api();
     let pod_watch = tokio::spawn(
         watcher(pods, watcher::Config::default()).for_each(move |ev| {
             let mut b = b.lock().unwrap();
             match ev {
                 Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
-                    let ready = p.metadata.deletion_timestamp.is_none()
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| {
-                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            });
+                    let ready = p.metadata.deletion_timestamp.is_none() && pod_is_ready(&p);
                     b.ready.insert(p.name_any(), ready);
                 }
                 Ok(watcher::Event::Delete(p)) => {
@@ -438,11 +372,10 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
         (replicas(new), annotation(new, REVISION).as_deref()),
         (3, Some("2"))
     );
-    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
     let want = format!("Scaled down replica set {} from 1 to 0", first.name_any());
     eventually(10, "scale-down event", || async {
-        let list = events.list(&ListParams::default()).await.unwrap();
-        list.items
+        default_events(&h.client)
+            .await
             .iter()
             .any(|e| e.message.as_deref() == Some(want.as_str()))
             .then_some(())
@@ -507,9 +440,9 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_removes_old_pods_before_creating_new_ones() {
-    let h = Harness::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(h.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let deploys: Api<Deployment> = h.api();
+    let pods: Api<Pod> = h.api();
     deploys
         .create(
             &PostParams::default(),
@@ -566,9 +499,9 @@ async fn recreate_removes_old_pods_before_creating_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_deployments_do_not_roll_out_until_resumed() {
-    let h = Harness::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(h.client.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let deploys: Api<Deployment> = h.api();
+    let rss: Api<ReplicaSet> = h.api();
     deploys
         .create(&PostParams::default(), &deployment("api", 2, rolling(1, 0)))
         .await
@@ -633,9 +566,9 @@ async fn paused_deployments_do_not_roll_out_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_and_history_limit() {
-    let h = Harness::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(h.client.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let deploys: Api<Deployment> = h.api();
+    let rss: Api<ReplicaSet> = h.api();
     let mut d = deployment("hist", 1, rolling(1, 0));
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
     deploys.create(&PostParams::default(), &d).await.unwrap();

@@ -1,45 +1,24 @@
 //! Endpoints and EndpointSlices follow the pods behind a Service.
 
-use std::time::{Duration, Instant};
+mod support;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kelson_controllers::endpoints;
-use kelson_runtime::testing::TestCluster;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use tokio_util::sync::CancellationToken;
+use kube::api::{Api, DeleteParams, ListParams};
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).unwrap()
-}
+use support::{create, eventually, patch_pod_status, Harness};
 
 /// What a kubelet would report.
 async fn set_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
-    let status = serde_json::json!({"status": {
+    let status = serde_json::json!({
         "phase": "Running",
         "podIP": ip,
         "podIPs": [{"ip": ip}],
         "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
             "lastTransitionTime": "2025-01-01T00:00:00Z"}],
-    }});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
+    });
+    patch_pod_status(pods, name, status).await.unwrap();
 }
 
 fn ips(v: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>) -> Vec<String> {
@@ -69,91 +48,72 @@ fn conditions(slices: &[EndpointSlice]) -> Vec<(String, bool, bool, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_and_slices_follow_pod_readiness() {
-    let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let controller = tokio::spawn(endpoints::run(client.clone(), shutdown.clone()));
-    let pp = PostParams::default();
+    let mut h = Harness::start().await;
+    h.spawn(endpoints::run(h.client.clone(), h.shutdown.clone()));
 
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .create(
-            &pp,
-            &from_json(serde_json::json!({"metadata": {"name": "node-1",
-            "labels": {"topology.kubernetes.io/zone": "zone-a"}}})),
-        )
-        .await
-        .unwrap();
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc = services
-        .create(
-            &pp,
-            &from_json(serde_json::json!({
-                "metadata": {"name": "web", "labels": {"tier": "front"}},
-                "spec": {"selector": {"app": "web"}, "ports": [
-                    {"name": "http", "port": 80, "targetPort": "http"},
-                ]},
-            })),
-        )
-        .await
-        .unwrap();
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    create(
+        &nodes,
+        serde_json::json!({"metadata": {"name": "node-1",
+            "labels": {"topology.kubernetes.io/zone": "zone-a"}}}),
+    )
+    .await;
+    let services: Api<Service> = h.api();
+    let svc = create(
+        &services,
+        serde_json::json!({
+            "metadata": {"name": "web", "labels": {"tier": "front"}},
+            "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+            ]},
+        }),
+    )
+    .await;
     // A Service without selector: its Endpoints belong to the user.
-    services
-        .create(
-            &pp,
-            &from_json(serde_json::json!({
-                "metadata": {"name": "manual"},
-                "spec": {"ports": [{"port": 5432}]},
-            })),
-        )
-        .await
-        .unwrap();
-    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
-    eps.create(
-        &pp,
-        &from_json(serde_json::json!({
+    create(
+        &services,
+        serde_json::json!({
+            "metadata": {"name": "manual"},
+            "spec": {"ports": [{"port": 5432}]},
+        }),
+    )
+    .await;
+    let eps: Api<Endpoints> = h.api();
+    create(
+        &eps,
+        serde_json::json!({
             "metadata": {"name": "manual"},
             "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 5432}]}],
-        })),
+        }),
     )
-    .await
-    .unwrap();
+    .await;
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = h.api();
     for name in ["web-1", "web-2"] {
-        pods.create(
-            &pp,
-            &from_json(serde_json::json!({
+        create(
+            &pods,
+            serde_json::json!({
                 "metadata": {"name": name, "labels": {"app": "web"}},
                 "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx",
                     "ports": [{"name": "http", "containerPort": 8080}]}]},
-            })),
+            }),
         )
-        .await
-        .unwrap();
+        .await;
     }
     // Not selected, and one without an IP yet.
-    pods.create(
-        &pp,
-        &from_json(serde_json::json!({
+    create(
+        &pods,
+        serde_json::json!({
             "metadata": {"name": "other", "labels": {"app": "other"}},
             "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx"}]},
-        })),
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     set_status(&pods, "other", "10.1.0.9", true).await;
     set_status(&pods, "web-1", "10.1.0.1", true).await;
     set_status(&pods, "web-2", "10.1.0.2", false).await;
 
-    let ep = eventually("ready and not-ready addresses", || async {
+    let ep = eventually(15, "ready and not-ready addresses", || async {
         let ep = eps.get_opt("web").await.unwrap()?;
         let s = ep.subsets.clone()?.into_iter().next()?;
         (ips(&s.addresses) == ["10.1.0.1"] && ips(&s.not_ready_addresses) == ["10.1.0.2"])
@@ -181,9 +141,9 @@ async fn endpoints_and_slices_follow_pod_readiness() {
         .unwrap()
         .contains_key("endpoints.kubernetes.io/last-change-trigger-time"));
 
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = h.api();
     let lp = ListParams::default().labels("kubernetes.io/service-name=web");
-    let list = eventually("slice with both pods", || async {
+    let list = eventually(15, "slice with both pods", || async {
         let l = slices.list(&lp).await.unwrap().items;
         (conditions(&l)
             == [
@@ -218,7 +178,7 @@ async fn endpoints_and_slices_follow_pod_readiness() {
 
     // web-2 becomes ready.
     set_status(&pods, "web-2", "10.1.0.2", true).await;
-    eventually("both ready", || async {
+    eventually(15, "both ready", || async {
         let ep = eps.get("web").await.unwrap();
         let s = ep.subsets?.into_iter().next()?;
         (ips(&s.addresses) == ["10.1.0.1", "10.1.0.2"] && s.not_ready_addresses.is_none())
@@ -229,7 +189,7 @@ async fn endpoints_and_slices_follow_pod_readiness() {
     pods.delete("web-1", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("terminating pod", || async {
+    eventually(15, "terminating pod", || async {
         let ep = eps.get("web").await.unwrap();
         let s = ep.subsets?.into_iter().next()?;
         let l = slices.list(&lp).await.unwrap().items;
@@ -253,7 +213,7 @@ async fn endpoints_and_slices_follow_pod_readiness() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("slice recreated", || async {
+    eventually(15, "slice recreated", || async {
         let l = slices.list(&lp).await.unwrap().items;
         (conditions(&l).len() == 2).then_some(())
     })
@@ -268,7 +228,7 @@ async fn endpoints_and_slices_follow_pod_readiness() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("endpoints deleted with the service", || async {
+    eventually(15, "endpoints deleted with the service", || async {
         eps.get_opt("web").await.unwrap().is_none().then_some(())
     })
     .await;
@@ -282,7 +242,5 @@ async fn endpoints_and_slices_follow_pod_readiness() {
     )
     .await
     .unwrap();
-    shutdown.cancel();
-    controller.await.unwrap();
-    cluster.stop().await;
+    h.stop().await;
 }

@@ -1,52 +1,25 @@
 //! The garbage collector against a real API server: background, foreground
 //! and orphan propagation through ownerReferences.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kelson_controllers::garbagecollector::{self, GcOptions};
-use kelson_runtime::testing::TestCluster;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::Client;
-use tokio_util::sync::CancellationToken;
+use kube::api::{Api, DeleteParams};
 
-struct Harness {
-    cluster: TestCluster,
-    client: Client,
-    shutdown: CancellationToken,
-    gc: tokio::task::JoinHandle<()>,
-}
+use support::{clear_finalizers, create, eventually, Harness};
 
+/// Starts the garbage collector with its default options.
 async fn start() -> Harness {
-    let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let gc = tokio::spawn(garbagecollector::run(
-        client.clone(),
+    let mut h = Harness::start().await;
+    h.spawn(garbagecollector::run(
+        h.client.clone(),
         GcOptions::default(),
-        shutdown.clone(),
+        h.shutdown.clone(),
     ));
-    Harness {
-        cluster,
-        client,
-        shutdown,
-        gc,
-    }
-}
-
-impl Harness {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.gc.await.unwrap();
-        self.cluster.stop().await;
-    }
+    h
 }
 
 async fn config_map(api: &Api<ConfigMap>, name: &str, owners: &[(&ConfigMap, bool)]) -> ConfigMap {
@@ -60,28 +33,14 @@ async fn config_map(api: &Api<ConfigMap>, name: &str, owners: &[(&ConfigMap, boo
             })
         })
         .collect();
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "ownerReferences": refs},
-        "data": {"k": "v"},
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &cm).await.unwrap()
-}
-
-/// Polls `check` until it returns Some, failing after 15 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create(
+        api,
+        serde_json::json!({
+            "metadata": {"name": name, "ownerReferences": refs},
+            "data": {"k": "v"},
+        }),
+    )
+    .await
 }
 
 fn owner_names(cm: &ConfigMap) -> Vec<String> {
@@ -96,7 +55,7 @@ fn owner_names(cm: &ConfigMap) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_deletion_removes_dependents_but_keeps_those_with_other_owners() {
     let h = start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let cms: Api<ConfigMap> = h.api();
     let owner = config_map(&cms, "owner", &[]).await;
     let other = config_map(&cms, "other", &[]).await;
     config_map(&cms, "only-child", &[(&owner, false)]).await;
@@ -104,7 +63,7 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
     config_map(&cms, "unrelated", &[(&other, false)]).await;
 
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    eventually("only-child deleted", || async {
+    eventually(15, "only-child deleted", || async {
         cms.get_opt("only-child")
             .await
             .unwrap()
@@ -112,7 +71,7 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
             .then_some(())
     })
     .await;
-    let shared = eventually("shared-child loses its dangling reference", || async {
+    let shared = eventually(15, "shared-child loses its dangling reference", || async {
         let cm = cms.get("shared-child").await.unwrap();
         (owner_names(&cm) == ["other"]).then_some(cm)
     })
@@ -124,7 +83,7 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
     // A dependent created after its owner is gone is collected too.
     let gone = owner;
     config_map(&cms, "late-child", &[(&gone, false)]).await;
-    eventually("late-child deleted", || async {
+    eventually(15, "late-child deleted", || async {
         cms.get_opt("late-child")
             .await
             .unwrap()
@@ -138,23 +97,25 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_deletion_removes_dependents_before_the_owner() {
     let h = start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let cms: Api<ConfigMap> = h.api();
     let owner = config_map(&cms, "fg-owner", &[]).await;
     config_map(&cms, "fg-plain", &[(&owner, true)]).await;
     // A finalizer keeps this blocking dependent around until released.
-    let held: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "fg-held", "finalizers": ["example.com/hold"], "ownerReferences": [{
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "fg-owner",
-            "uid": owner.metadata.uid, "blockOwnerDeletion": true,
-        }]},
-    }))
-    .unwrap();
-    cms.create(&PostParams::default(), &held).await.unwrap();
+    create(
+        &cms,
+        serde_json::json!({
+            "metadata": {"name": "fg-held", "finalizers": ["example.com/hold"], "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "fg-owner",
+                "uid": owner.metadata.uid, "blockOwnerDeletion": true,
+            }]},
+        }),
+    )
+    .await;
 
     cms.delete("fg-owner", &DeleteParams::foreground())
         .await
         .unwrap();
-    eventually("fg-plain deleted and fg-held terminating", || async {
+    eventually(15, "fg-plain deleted and fg-held terminating", || async {
         let plain = cms.get_opt("fg-plain").await.unwrap();
         let held = cms.get("fg-held").await.unwrap();
         (plain.is_none() && held.metadata.deletion_timestamp.is_some()).then_some(())
@@ -169,14 +130,8 @@ async fn foreground_deletion_removes_dependents_before_the_owner() {
         Some(&["foregroundDeletion".to_string()][..])
     );
 
-    cms.patch(
-        "fg-held",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    eventually("owner deleted after its dependents", || async {
+    clear_finalizers(&cms, "fg-held").await;
+    eventually(15, "owner deleted after its dependents", || async {
         cms.get_opt("fg-owner")
             .await
             .unwrap()
@@ -191,7 +146,7 @@ async fn foreground_deletion_removes_dependents_before_the_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_deletion_keeps_dependents_without_the_reference() {
     let h = start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let cms: Api<ConfigMap> = h.api();
     let owner = config_map(&cms, "or-owner", &[]).await;
     let keep = config_map(&cms, "or-keep", &[]).await;
     config_map(&cms, "or-a", &[(&owner, true)]).await;
@@ -200,7 +155,7 @@ async fn orphan_deletion_keeps_dependents_without_the_reference() {
     cms.delete("or-owner", &DeleteParams::orphan())
         .await
         .unwrap();
-    eventually("owner deleted", || async {
+    eventually(15, "owner deleted", || async {
         cms.get_opt("or-owner")
             .await
             .unwrap()

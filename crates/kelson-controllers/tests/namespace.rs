@@ -1,73 +1,48 @@
 //! Namespace deletion against a real API server: everything in the
 //! namespace goes, then the namespace itself.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kelson_runtime::testing::TestCluster;
 use kube::api::{Api, DeleteParams, PostParams};
-use tokio_util::sync::CancellationToken;
 
-fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).unwrap()
-}
+use support::{clear_finalizers, create, create_namespace, from_json, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_removes_its_content_then_the_namespace() {
-    let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let controller = tokio::spawn(kelson_controllers::namespace::run(
-        client.clone(),
-        shutdown.clone(),
+    let mut h = Harness::start().await;
+    h.spawn(kelson_controllers::namespace::run(
+        h.client.clone(),
+        h.shutdown.clone(),
     ));
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let pp = PostParams::default();
-    namespaces
-        .create(
-            &pp,
-            &from_json(serde_json::json!({"metadata": {"name": "doomed"}})),
-        )
-        .await
-        .unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+    let namespaces: Api<Namespace> = Api::all(h.client.clone());
+    create_namespace(&h.client, "doomed").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "doomed");
     for i in 0..3 {
-        cms.create(
-            &pp,
-            &from_json(
-                serde_json::json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": "v"}}),
-            ),
+        create(
+            &cms,
+            serde_json::json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": "v"}}),
         )
-        .await
-        .unwrap();
+        .await;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "doomed");
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "doomed");
     // A finalizer holds this one until the test removes it: the namespace
     // must wait for it and say so in its conditions.
-    secrets
-        .create(
-            &pp,
-            &from_json(serde_json::json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})),
-        )
-        .await
-        .unwrap();
+    create(
+        &secrets,
+        serde_json::json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .await;
     // A neighbour namespace must be left alone.
-    let neighbours: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    neighbours
-        .create(
-            &pp,
-            &from_json(serde_json::json!({"metadata": {"name": "keep"}})),
-        )
-        .await
-        .unwrap();
+    let neighbours: Api<ConfigMap> = h.api();
+    create(
+        &neighbours,
+        serde_json::json!({"metadata": {"name": "keep"}}),
+    )
+    .await;
 
     namespaces
         .delete("doomed", &DeleteParams::default())
@@ -82,7 +57,7 @@ async fn deleting_a_namespace_removes_its_content_then_the_namespace() {
     // New content is refused while it terminates.
     let refused = cms
         .create(
-            &pp,
+            &PostParams::default(),
             &from_json(serde_json::json!({"metadata": {"name": "late"}})),
         )
         .await
@@ -122,14 +97,7 @@ async fn deleting_a_namespace_removes_its_content_then_the_namespace() {
     assert!(namespaces.get_opt("doomed").await.unwrap().is_some());
 
     // Releasing the finalizer lets the namespace finish.
-    secrets
-        .patch(
-            "held",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
+    clear_finalizers(&secrets, "held").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(ns) = namespaces.get_opt("doomed").await.unwrap() {
         assert!(
@@ -141,7 +109,5 @@ async fn deleting_a_namespace_removes_its_content_then_the_namespace() {
     }
     assert!(neighbours.get_opt("keep").await.unwrap().is_some());
 
-    shutdown.cancel();
-    controller.await.unwrap();
-    cluster.stop().await;
+    h.stop().await;
 }

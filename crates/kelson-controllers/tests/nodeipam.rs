@@ -1,21 +1,18 @@
 //! Node IPAM against a real API server: distinct ranges, restart safety,
 //! exhaustion and release.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+mod support;
 
-use k8s_openapi::api::core::v1::{Event, Node};
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::Node;
 use kelson_controllers::nodeipam::{self, ClusterCidr};
 use kelson_runtime::testing::TestCluster;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-async fn create_node(client: &Client, name: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let n: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    nodes.create(&PostParams::default(), &n).await.unwrap();
-}
+use support::{controller_manager_client, create_node, default_events, eventually};
 
 async fn pod_cidr(client: &Client, name: &str) -> Option<String> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -29,14 +26,10 @@ async fn pod_cidr(client: &Client, name: &str) -> Option<String> {
 }
 
 async fn wait_cidr(client: &Client, name: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(c) = pod_cidr(client, name).await {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "{name} never got a podCIDR");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(10, &format!("{name} to get a podCIDR"), || {
+        pod_cidr(client, name)
+    })
+    .await
 }
 
 fn start(
@@ -57,14 +50,7 @@ fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_distinct_ranges_that_survive_a_restart() {
     let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
+    let client = controller_manager_client(&cluster).await;
 
     let (stop, task) = start(&client);
     for n in ["n0", "n1", "n2"] {
@@ -88,21 +74,15 @@ async fn nodes_get_distinct_ranges_that_survive_a_restart() {
 
     // The pool is empty: the next node waits, with an Event saying so.
     create_node(&client, "n4").await;
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = events.list(&ListParams::default()).await.unwrap();
-        let found = list.items.iter().any(|e| {
+    eventually(10, "a CIDRNotAvailable event", || async {
+        let found = default_events(&client).await.iter().any(|e| {
             e.involved_object.name.as_deref() == Some("n4")
                 && e.reason.as_deref() == Some("CIDRNotAvailable")
                 && e.message.as_deref() == Some("Node n4 status is now: CIDRNotAvailable")
         });
-        if found {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no CIDRNotAvailable event");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        found.then_some(())
+    })
+    .await;
     assert_eq!(pod_cidr(&client, "n4").await, None);
 
     // Deleting a node frees its range for the waiting one.

@@ -2,30 +2,21 @@
 //! that stops heartbeating goes Unknown, is tainted, loses its pods as
 //! their tolerations say, and recovers when it heartbeats again.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kelson_controllers::nodelifecycle::{self, NodeLifecycleOptions, TAINT_UNREACHABLE};
-use kelson_runtime::testing::TestCluster;
 use kelson_sim::{Sim, SimConfig};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::{create, eventually_every, pod_condition, Harness};
+
+/// Finer than the 500 ms heartbeat and monitor periods, so that waits end
+/// close to what they wait for.
+const POLL: Duration = Duration::from_millis(50);
 
 async fn run_pod(pods: &Api<Pod>, name: &str, node: &str, tolerations: serde_json::Value) {
     // Bound at creation, as a pod that names its node is: no scheduler
@@ -34,19 +25,11 @@ async fn run_pod(pods: &Api<Pod>, name: &str, node: &str, tolerations: serde_jso
     if tolerations.as_array().is_some_and(|t| !t.is_empty()) {
         spec["tolerations"] = tolerations;
     }
-    let pod: Pod =
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
+    create(pods, json!({"metadata": {"name": name}, "spec": spec})).await;
 }
 
 fn ready(p: &Pod) -> Option<&str> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.as_str())
+    pod_condition(p, "Ready")
 }
 
 fn node_ready(n: &Node) -> Option<(String, Option<String>)> {
@@ -71,21 +54,12 @@ fn taints(n: &Node) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_is_tainted_evicted_and_recovers() {
-    let cluster = TestCluster::start().await.unwrap();
-    let admin = cluster.admin_client("test").await.unwrap();
-    let kcm = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
+    let mut h = Harness::start().await;
+    let admin = h.cluster.admin_client("test").await.unwrap();
     let mut config = SimConfig::new("sim", 3);
     config.heartbeat_interval = Duration::from_millis(500);
     config.pod_cidr_wait = Duration::ZERO;
-    let sim = Sim::start(admin.clone(), config, shutdown.clone())
+    let sim = Sim::start(admin.clone(), config, h.shutdown.clone())
         .await
         .unwrap();
     let opts = NodeLifecycleOptions {
@@ -93,7 +67,11 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
         monitor_period: Duration::from_millis(500),
         ..NodeLifecycleOptions::default()
     };
-    let controller = tokio::spawn(nodelifecycle::run(kcm, opts, shutdown.clone()));
+    h.spawn(nodelifecycle::run(
+        h.client.clone(),
+        opts,
+        h.shutdown.clone(),
+    ));
 
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     // The API server gives every pod 300 s tolerations of not-ready and
@@ -116,7 +94,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     run_pod(&pods, "bystander", "sim-1", json!([])).await;
     run_pod(&pods, "victim", "sim-2", json!([])).await;
     for name in ["doomed", "patient", "stubborn", "bystander", "victim"] {
-        wait_for(&format!("{name} ready"), Duration::from_secs(10), || {
+        eventually_every(10, POLL, &format!("{name} ready"), || {
             let pods = pods.clone();
             async move { (ready(&pods.get(name).await.ok()?) == Some("True")).then_some(()) }
         })
@@ -142,7 +120,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
         .replace("sim-2", &PostParams::default(), &n2)
         .await
         .unwrap();
-    wait_for("victim deleted", Duration::from_secs(5), || {
+    eventually_every(5, POLL, "victim deleted", || {
         let pods = pods.clone();
         async move { pods.get_opt("victim").await.ok()?.is_none().then_some(()) }
     })
@@ -150,7 +128,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
 
     sim.stop_heartbeat("sim-0");
     let stopped = Instant::now();
-    let node = wait_for("sim-0 Unknown", Duration::from_secs(10), || {
+    let node = eventually_every(10, POLL, "sim-0 Unknown", || {
         let nodes = nodes.clone();
         async move {
             let n = nodes.get("sim-0").await.ok()?;
@@ -164,7 +142,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     );
     let cond = node_ready(&node).unwrap();
     assert_eq!(cond.1.as_deref(), Some("NodeStatusUnknown"));
-    let node = wait_for("unreachable taints", Duration::from_secs(5), || {
+    let node = eventually_every(5, POLL, "unreachable taints", || {
         let nodes = nodes.clone();
         async move {
             let n = nodes.get("sim-0").await.ok()?;
@@ -186,7 +164,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     let tainted = Instant::now();
 
     // The untolerating pod goes at once, the patient one after its 2 s.
-    wait_for("doomed deleted", Duration::from_secs(3), || {
+    eventually_every(3, POLL, "doomed deleted", || {
         let pods = pods.clone();
         async move {
             pods.get("doomed")
@@ -208,7 +186,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
         Some("False"),
         "pods of a lost node are not ready"
     );
-    let p = wait_for("patient deleted", Duration::from_secs(6), || {
+    let p = eventually_every(6, POLL, "patient deleted", || {
         let pods = pods.clone();
         async move {
             let p = pods.get("patient").await.ok()?;
@@ -237,7 +215,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     // Back to life: Ready, untainted; the deleted pods are finished off and
     // the survivor is ready again.
     sim.resume_heartbeat("sim-0");
-    wait_for("sim-0 recovers", Duration::from_secs(10), || {
+    eventually_every(10, POLL, "sim-0 recovers", || {
         let nodes = nodes.clone();
         async move {
             let n = nodes.get("sim-0").await.ok()?;
@@ -246,20 +224,19 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     })
     .await;
     for name in ["doomed", "patient"] {
-        wait_for(&format!("{name} gone"), Duration::from_secs(10), || {
+        eventually_every(10, POLL, &format!("{name} gone"), || {
             let pods = pods.clone();
             async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) }
         })
         .await;
     }
-    wait_for("stubborn ready again", Duration::from_secs(10), || {
+    eventually_every(10, POLL, "stubborn ready again", || {
         let pods = pods.clone();
         async move { (ready(&pods.get("stubborn").await.ok()?) == Some("True")).then_some(()) }
     })
     .await;
 
-    shutdown.cancel();
-    controller.await.unwrap();
+    h.stop_tasks().await;
     sim.wait().await;
-    cluster.stop().await;
+    h.stop().await;
 }

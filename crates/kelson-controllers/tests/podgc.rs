@@ -1,68 +1,47 @@
 //! Pod garbage collection: orphaned, unscheduled terminating and excess
 //! terminated pods.
 
-use std::time::{Duration, Instant};
+mod support;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 use kelson_controllers::podgc::{self, PodGcOptions};
-use kelson_runtime::testing::TestCluster;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use tokio_util::sync::CancellationToken;
+use kube::api::{Api, DeleteParams, PostParams};
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::{clear_finalizers, create_node, eventually, from_json, patch_pod_status, Harness};
 
 fn pod(name: &str, node: Option<&str>, finalizers: &[&str]) -> Pod {
     let mut spec = serde_json::json!({"containers": [{"name": "c", "image": "busybox"}]});
     if let Some(n) = node {
         spec["nodeName"] = n.into();
     }
-    serde_json::from_value(serde_json::json!({
+    from_json(serde_json::json!({
         "metadata": {"name": name, "finalizers": finalizers},
         "spec": spec,
     }))
-    .unwrap()
 }
 
-async fn release(pods: &Api<Pod>, name: &str) {
-    pods.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+/// Starts pod GC with fast checks, a 1 s quarantine and the given
+/// threshold of terminated pods.
+fn start_podgc(h: &mut Harness, terminated_pod_gc_threshold: usize) {
+    h.spawn(podgc::run(
+        h.client.clone(),
+        PodGcOptions {
+            terminated_pod_gc_threshold,
+            gc_check_period: Duration::from_millis(300),
+            quarantine_time: Duration::from_secs(1),
+        },
+        h.shutdown.clone(),
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
-    let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
+    let mut h = Harness::start().await;
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "present"}})).unwrap();
-    nodes.create(&pp, &node).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create_node(&h.client, "present").await;
+    let pods: Api<Pod> = h.api();
     pods.create(&pp, &pod("on-present", Some("present"), &[]))
         .await
         .unwrap();
@@ -80,21 +59,12 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
         .await
         .unwrap();
 
-    let shutdown = CancellationToken::new();
-    let controller = tokio::spawn(podgc::run(
-        client.clone(),
-        PodGcOptions {
-            terminated_pod_gc_threshold: 12500,
-            gc_check_period: Duration::from_millis(300),
-            quarantine_time: Duration::from_secs(1),
-        },
-        shutdown.clone(),
-    ));
+    start_podgc(&mut h, 12500);
     pods.delete("unscheduled", &DeleteParams::default())
         .await
         .unwrap();
 
-    eventually("orphaned pod deleted", || async {
+    eventually(15, "orphaned pod deleted", || async {
         pods.get_opt("orphan")
             .await
             .unwrap()
@@ -102,7 +72,7 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
             .then_some(())
     })
     .await;
-    let held = eventually("held orphan marked and deleted", || async {
+    let held = eventually(15, "held orphan marked and deleted", || async {
         let p = pods.get("orphan-held").await.unwrap();
         p.metadata.deletion_timestamp.is_some().then_some(p)
     })
@@ -123,7 +93,7 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
     );
     assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
 
-    eventually("unscheduled terminating pod marked failed", || async {
+    eventually(15, "unscheduled terminating pod marked failed", || async {
         let p = pods.get("unscheduled").await.unwrap();
         (p.status.and_then(|s| s.phase).as_deref() == Some("Failed")).then_some(())
     })
@@ -135,30 +105,17 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
     );
 
     for name in ["orphan-held", "unscheduled"] {
-        release(&pods, name).await;
+        clear_finalizers(&pods, name).await;
     }
-    shutdown.cancel();
-    controller.await.unwrap();
-    cluster.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_pods_over_the_threshold_go_oldest_first() {
-    let cluster = TestCluster::start().await.unwrap();
-    let client = cluster
-        .component_client(
-            "system:kube-controller-manager",
-            &[],
-            "kelson-controller-manager",
-        )
-        .await
-        .unwrap();
+    let mut h = Harness::start().await;
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "present"}})).unwrap();
-    nodes.create(&pp, &node).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create_node(&h.client, "present").await;
+    let pods: Api<Pod> = h.api();
     pods.create(&pp, &pod("running", Some("present"), &[]))
         .await
         .unwrap();
@@ -168,25 +125,13 @@ async fn terminated_pods_over_the_threshold_go_oldest_first() {
         pods.create(&pp, &pod(name, Some("present"), &[]))
             .await
             .unwrap();
-        pods.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded"}})),
-        )
-        .await
-        .unwrap();
+        patch_pod_status(&pods, name, serde_json::json!({"phase": "Succeeded"}))
+            .await
+            .unwrap();
     }
-    let shutdown = CancellationToken::new();
-    let controller = tokio::spawn(podgc::run(
-        client.clone(),
-        PodGcOptions {
-            terminated_pod_gc_threshold: 2,
-            gc_check_period: Duration::from_millis(300),
-            quarantine_time: Duration::from_secs(1),
-        },
-        shutdown.clone(),
-    ));
+    start_podgc(&mut h, 2);
     eventually(
+        15,
         "oldest terminated pod over the threshold deleted",
         || async {
             pods.get_opt("done-a")
@@ -204,7 +149,5 @@ async fn terminated_pods_over_the_threshold_go_oldest_first() {
             "{name} must stay"
         );
     }
-    shutdown.cancel();
-    controller.await.unwrap();
-    cluster.stop().await;
+    h.stop().await;
 }

@@ -2,81 +2,30 @@
 //! server. No kubelet runs: the tests set pods Running/Ready through the
 //! status subresource, as upstream's integration tests do.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event, Pod, ReplicationController};
-use kelson_runtime::testing::TestCluster;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use tokio_util::sync::CancellationToken;
 
-fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).unwrap()
-}
+use support::{app_template, default_events, eventually, from_json, set_ready, Harness};
 
-struct Harness {
-    cluster: TestCluster,
-    client: Client,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let cluster = TestCluster::start().await.unwrap();
-        let client = cluster
-            .component_client(
-                "system:kube-controller-manager",
-                &[],
-                "kelson-controller-manager",
-            )
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(kelson_controllers::replicaset::run(
-                client.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(kelson_controllers::replicaset::run_replication_controllers(
-                client.clone(),
-                shutdown.clone(),
-            )),
-        ];
-        Harness {
-            cluster,
-            client,
-            shutdown,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        self.cluster.stop().await;
-    }
-}
-
-/// Polls `f` until it returns Some, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Starts the ReplicaSet and ReplicationController controllers.
+async fn start() -> Harness {
+    let mut h = Harness::start().await;
+    h.spawn(kelson_controllers::replicaset::run(
+        h.client.clone(),
+        h.shutdown.clone(),
+    ));
+    h.spawn(kelson_controllers::replicaset::run_replication_controllers(
+        h.client.clone(),
+        h.shutdown.clone(),
+    ));
+    h
 }
 
 async fn pods_with(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
@@ -89,24 +38,9 @@ async fn pods_with(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
         .collect()
 }
 
-/// What a kubelet would report: Running, and Ready since `ready_since`.
-async fn set_ready(api: &Api<Pod>, name: &str, ready_since: jiff::Timestamp) {
-    let status = serde_json::json!({"status": {
-        "phase": "Running",
-        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_since.to_string()}]
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
-}
-
 async fn events_for(client: &Client, name: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    events
-        .list(&ListParams::default())
+    default_events(client)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
@@ -119,19 +53,16 @@ fn replica_set(name: &str, app: &str, replicas: i32) -> ReplicaSet {
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": app}},
-            "template": {
-                "metadata": {"labels": {"app": app}},
-                "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}
-            }
+            "template": app_template(app)
         }
     }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_up_then_down_deleting_the_least_valuable_pods() {
-    let h = Harness::start().await;
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let rss: Api<ReplicaSet> = h.api();
+    let pods: Api<Pod> = h.api();
     let rs = rss
         .create(&PostParams::default(), &replica_set("web", "web", 0))
         .await
@@ -239,9 +170,9 @@ async fn scales_up_then_down_deleting_the_least_valuable_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_matching_orphans_releases_mismatches_and_replaces_deleted_pods() {
-    let h = Harness::start().await;
-    let rss: Api<ReplicaSet> = Api::namespaced(h.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let rss: Api<ReplicaSet> = h.api();
+    let pods: Api<Pod> = h.api();
     let pp = PostParams::default();
     pods.create(
         &pp,
@@ -321,9 +252,9 @@ async fn adopts_matching_orphans_releases_mismatches_and_replaces_deleted_pods()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_controllers_keep_their_replicas() {
-    let h = Harness::start().await;
-    let rcs: Api<ReplicationController> = Api::namespaced(h.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = start().await;
+    let rcs: Api<ReplicationController> = h.api();
+    let pods: Api<Pod> = h.api();
     rcs.create(
         &PostParams::default(),
         &from_json(serde_json::json!({
@@ -331,10 +262,7 @@ async fn replication_controllers_keep_their_replicas() {
             "spec": {
                 "replicas": 2,
                 "selector": {"app": "legacy"},
-                "template": {
-                    "metadata": {"labels": {"app": "legacy"}},
-                    "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}
-                }
+                "template": app_template("legacy")
             }
         })),
     )
