@@ -96,6 +96,66 @@ pub trait Replicated:
     fn set_replica_status(&mut self, status: &ReplicaStatus);
 }
 
+/// The status accessors of `Replicated`: ReplicaSet and
+/// ReplicationController statuses have the same fields under different
+/// k8s-openapi types.
+macro_rules! replica_status_accessors {
+    ($status:ident, $condition:ident) => {
+        fn replica_status(&self) -> ReplicaStatus {
+            let s = self.status.clone().unwrap_or_default();
+            ReplicaStatus {
+                replicas: s.replicas,
+                fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
+                ready_replicas: s.ready_replicas.unwrap_or(0),
+                available_replicas: s.available_replicas.unwrap_or(0),
+                observed_generation: s.observed_generation.unwrap_or(0),
+                failure: s
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == REPLICA_FAILURE)
+                    .map(|c| {
+                        (
+                            c.reason.clone().unwrap_or_default(),
+                            c.message.clone().unwrap_or_default(),
+                            c.last_transition_time.clone(),
+                        )
+                    }),
+            }
+        }
+
+        fn set_replica_status(&mut self, st: &ReplicaStatus) {
+            let mut status = self.status.clone().unwrap_or_else(|| $status {
+                replicas: 0,
+                ..Default::default()
+            });
+            status.replicas = st.replicas;
+            status.fully_labeled_replicas = Some(st.fully_labeled_replicas);
+            status.ready_replicas = Some(st.ready_replicas);
+            status.available_replicas = Some(st.available_replicas);
+            status.observed_generation = Some(st.observed_generation);
+            let mut conditions: Vec<$condition> = status
+                .conditions
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.type_ != REPLICA_FAILURE)
+                .collect();
+            if let Some((reason, message, at)) = &st.failure {
+                conditions.push($condition {
+                    type_: REPLICA_FAILURE.into(),
+                    status: "True".into(),
+                    reason: Some(reason.clone()),
+                    message: Some(message.clone()),
+                    last_transition_time: at.clone(),
+                });
+            }
+            status.conditions = (!conditions.is_empty()).then_some(conditions);
+            self.status = Some(status);
+        }
+    };
+}
+
 impl Replicated for ReplicaSet {
     const COMPONENT: &'static str = "replicaset-controller";
 
@@ -118,58 +178,7 @@ impl Replicated for ReplicaSet {
         self.spec.as_ref().and_then(|s| s.template.as_ref())
     }
 
-    fn replica_status(&self) -> ReplicaStatus {
-        let s = self.status.clone().unwrap_or_default();
-        ReplicaStatus {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            failure: s
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == REPLICA_FAILURE)
-                .map(|c| {
-                    (
-                        c.reason.clone().unwrap_or_default(),
-                        c.message.clone().unwrap_or_default(),
-                        c.last_transition_time.clone(),
-                    )
-                }),
-        }
-    }
-
-    fn set_replica_status(&mut self, st: &ReplicaStatus) {
-        let mut status = self.status.clone().unwrap_or_else(|| ReplicaSetStatus {
-            replicas: 0,
-            ..Default::default()
-        });
-        status.replicas = st.replicas;
-        status.fully_labeled_replicas = Some(st.fully_labeled_replicas);
-        status.ready_replicas = Some(st.ready_replicas);
-        status.available_replicas = Some(st.available_replicas);
-        status.observed_generation = Some(st.observed_generation);
-        let mut conditions: Vec<ReplicaSetCondition> = status
-            .conditions
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c.type_ != REPLICA_FAILURE)
-            .collect();
-        if let Some((reason, message, at)) = &st.failure {
-            conditions.push(ReplicaSetCondition {
-                type_: REPLICA_FAILURE.into(),
-                status: "True".into(),
-                reason: Some(reason.clone()),
-                message: Some(message.clone()),
-                last_transition_time: at.clone(),
-            });
-        }
-        status.conditions = (!conditions.is_empty()).then_some(conditions);
-        self.status = Some(status);
-    }
+    replica_status_accessors!(ReplicaSetStatus, ReplicaSetCondition);
 }
 
 impl Replicated for ReplicationController {
@@ -200,61 +209,7 @@ impl Replicated for ReplicationController {
         self.spec.as_ref().and_then(|s| s.template.as_ref())
     }
 
-    fn replica_status(&self) -> ReplicaStatus {
-        let s = self.status.clone().unwrap_or_default();
-        ReplicaStatus {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            failure: s
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == REPLICA_FAILURE)
-                .map(|c| {
-                    (
-                        c.reason.clone().unwrap_or_default(),
-                        c.message.clone().unwrap_or_default(),
-                        c.last_transition_time.clone(),
-                    )
-                }),
-        }
-    }
-
-    fn set_replica_status(&mut self, st: &ReplicaStatus) {
-        let mut status = self
-            .status
-            .clone()
-            .unwrap_or_else(|| ReplicationControllerStatus {
-                replicas: 0,
-                ..Default::default()
-            });
-        status.replicas = st.replicas;
-        status.fully_labeled_replicas = Some(st.fully_labeled_replicas);
-        status.ready_replicas = Some(st.ready_replicas);
-        status.available_replicas = Some(st.available_replicas);
-        status.observed_generation = Some(st.observed_generation);
-        let mut conditions: Vec<ReplicationControllerCondition> = status
-            .conditions
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c.type_ != REPLICA_FAILURE)
-            .collect();
-        if let Some((reason, message, at)) = &st.failure {
-            conditions.push(ReplicationControllerCondition {
-                type_: REPLICA_FAILURE.into(),
-                status: "True".into(),
-                reason: Some(reason.clone()),
-                message: Some(message.clone()),
-                last_transition_time: at.clone(),
-            });
-        }
-        status.conditions = (!conditions.is_empty()).then_some(conditions);
-        self.status = Some(status);
-    }
+    replica_status_accessors!(ReplicationControllerStatus, ReplicationControllerCondition);
 }
 
 struct Context<W: Replicated> {
