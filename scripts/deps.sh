@@ -15,7 +15,11 @@ case "$role" in
   # curl: tests make raw HTTPS requests (no credentials) to the API server.
   # python3, python3-venv: a private venv for the Python `kubernetes` client
   # the client end-to-end tests drive (Debian refuses system-wide pip installs).
-  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl python3 python3-venv) ;;
+  # containerd, runc, CNI plugins: the kubelet side's runtime tests run the
+  # real ones; busybox-static, skopeo, docker-registry build and serve test
+  # images on loopback.
+  test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl python3 python3-venv
+                   containerd runc containernetworking-plugins busybox-static skopeo docker-registry) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac
 

@@ -727,29 +727,33 @@ fn aggregate(mut errs: Vec<String>) -> String {
     }
 }
 
-/// Go's `%q` / `strconv.Quote` for the characters that can reach it here.
-pub(crate) fn go_quote(s: &str) -> String {
+/// Go's `%q` (`strconv.Quote`), which upstream uses in many error messages.
+/// Rust strings are valid UTF-8, so only the escapes of control and
+/// non-printable characters apply. Shared by every module (and crate) that
+/// renders upstream messages, so they all escape alike.
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
             '\u{7}' => out.push_str("\\a"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            c if c.is_control() => {
-                if (c as u32) < 0x10000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
+            c if !go_printable(c) => {
+                let n = c as u32;
+                if n < 0x10000 {
+                    out.push_str(&format!("\\u{n:04x}"));
                 } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
+                    out.push_str(&format!("\\U{n:08x}"));
                 }
             }
             c => out.push(c),
@@ -757,6 +761,22 @@ pub(crate) fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Approximates Go's `strconv.IsPrint` without Unicode tables: controls,
+/// non-ASCII spaces / separators, common format characters, private-use
+/// characters (planes 15 and 16 hold nothing else) are escaped.
+fn go_printable(c: char) -> bool {
+    if c.is_control() {
+        return false;
+    }
+    if c != ' ' && c.is_whitespace() {
+        return false;
+    }
+    !matches!(c as u32,
+        0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x180e | 0x200b..=0x200f
+        | 0x202a..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f | 0xfeff | 0xfff9..=0xfffb
+        | 0xe000..=0xf8ff | 0xfffe | 0xffff | 0xf0000..=0x10ffff)
 }
 
 /// Go's `strconv.ParseInt(s, 10, 64)`.
@@ -772,6 +792,20 @@ pub(crate) fn parse_go_int64(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn go_quote_escapes_like_strconv_quote() {
+        // Values checked against Go's strconv.Quote.
+        assert_eq!(
+            go_quote("a\"b\\c\n\u{1}é\u{200b}"),
+            "\"a\\\"b\\\\c\\n\\x01é\\u200b\""
+        );
+        assert_eq!(go_quote("\u{7}\u{b}\u{7f}"), "\"\\a\\v\\x7f\"");
+        assert_eq!(
+            go_quote("\u{85}\u{e000}\u{10ffff}"),
+            "\"\\u0085\\ue000\\U0010ffff\""
+        );
+    }
 
     fn labels(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod managed;
 pub mod openapi;
 pub mod quantity;
+pub mod quota;
 pub mod strategic;
 pub mod structural;
 pub mod tables;

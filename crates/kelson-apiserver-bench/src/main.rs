@@ -38,10 +38,7 @@
 //! Progress goes to stderr, the table to stdout. The server is stopped by PID
 //! on every way out (including ctrl-c), and the data dir removed.
 
-mod client;
-mod server;
-mod stats;
-mod watch;
+use kelson_apiserver_bench::{client, server, stats, watch};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,7 +53,7 @@ use clap::Parser;
 use http::{Method, StatusCode};
 
 use client::Conn;
-use server::{Memory, ServerProc};
+use server::{Components, Memory, ServerProc};
 use stats::{percentile, Histogram};
 use watch::{pod_name, End, Outcome, Shared};
 
@@ -254,7 +251,7 @@ async fn start(
     log: &std::path::Path,
 ) -> anyhow::Result<(ServerProc, Conn, client::Kubeconfig, Duration)> {
     let t0 = Instant::now();
-    let mut srv = ServerProc::spawn(kelson, data_dir, log)?;
+    let mut srv = ServerProc::spawn(kelson, data_dir, log, Components::ApiServerOnly, &[])?;
     let (conn, kc) = srv.wait_ready(Duration::from_secs(60)).await?;
     Ok((srv, conn, kc, t0.elapsed()))
 }

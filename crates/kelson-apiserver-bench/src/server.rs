@@ -43,9 +43,36 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Which parts of the control plane the server runs besides the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Components {
+    /// The API server alone, as upstream's kube-apiserver figures are taken:
+    /// no scheduler or controller manager alongside.
+    ApiServerOnly,
+    /// API server, scheduler and controller manager in one process.
+    ControlPlane,
+}
+
+impl Components {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Components::ApiServerOnly => &["--disable-controller-manager", "--disable-scheduler"],
+            Components::ControlPlane => &[],
+        }
+    }
+}
+
 impl ServerProc {
-    /// Starts the server; its output goes to `log` (read back on failure).
-    pub fn spawn(kelson: &Path, data_dir: &Path, log: &Path) -> Result<ServerProc, ServerError> {
+    /// Starts the server (never with a node agent: nodes, if any, are
+    /// simulated); `extra` flags are appended. Its output goes to `log`
+    /// (read back on failure).
+    pub fn spawn(
+        kelson: &Path,
+        data_dir: &Path,
+        log: &Path,
+        components: Components,
+        extra: &[&str],
+    ) -> Result<ServerProc, ServerError> {
         let port = free_port()?;
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
@@ -56,10 +83,8 @@ impl ServerProc {
             .args(["--bind-address", "127.0.0.1", "--https-port"])
             .arg(port.to_string())
             .arg("--disable-agent")
-            // The API server alone is measured, as upstream's kube-apiserver
-            // figures are: no scheduler or controller manager alongside.
-            .arg("--disable-controller-manager")
-            .arg("--disable-scheduler")
+            .args(components.flags())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -141,17 +166,7 @@ impl ServerProc {
 
     /// Resident and peak resident memory of the server now.
     pub fn memory(&self) -> Result<Memory, ServerError> {
-        let pid = self.pid();
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| {
-            ServerError::Proc {
-                pid,
-                reason: e.to_string(),
-            }
-        })?;
-        Memory::parse(&text).ok_or(ServerError::Proc {
-            pid,
-            reason: "no VmRSS/VmHWM lines".into(),
-        })
+        memory_of(self.pid())
     }
 
     /// SIGTERM (through kill(1): no unsafe code for a signal), then SIGKILL
@@ -181,6 +196,19 @@ impl Drop for ServerProc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Resident and peak resident memory of process `pid` now.
+pub fn memory_of(pid: u32) -> Result<Memory, ServerError> {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| ServerError::Proc {
+            pid,
+            reason: e.to_string(),
+        })?;
+    Memory::parse(&text).ok_or(ServerError::Proc {
+        pid,
+        reason: "no VmRSS/VmHWM lines".into(),
+    })
 }
 
 /// User plus system CPU time of a process so far (`None` if unreadable),
@@ -257,6 +285,16 @@ mod tests {
             })
         );
         assert_eq!(Memory::parse("Name:\tkelson\n"), None);
+        assert!(memory_of(std::process::id()).is_ok_and(|m| m.rss_kib > 0));
+    }
+
+    #[test]
+    fn only_the_api_bench_disables_components() {
+        assert_eq!(
+            Components::ApiServerOnly.flags(),
+            ["--disable-controller-manager", "--disable-scheduler"]
+        );
+        assert!(Components::ControlPlane.flags().is_empty());
     }
 
     #[test]

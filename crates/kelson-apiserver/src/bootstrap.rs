@@ -1,6 +1,6 @@
 //! Objects every cluster has from the start, as upstream's bootstrap
-//! controllers create them: the four system namespaces and the `kubernetes`
-//! Service in `default`.
+//! controllers create them: the four system namespaces, the two system
+//! PriorityClasses and the `kubernetes` Service in `default`.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -28,6 +28,21 @@ pub async fn ensure(api: &Arc<Api>, service_ip: Ipv4Addr, https_port: u16) -> Re
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),
+        }
+    }
+    // Upstream's scheduling storage creates the two system PriorityClasses.
+    if let Some(pc_res) = api.find("scheduling.k8s.io", "v1", "priorityclasses") {
+        for mut pc in crate::admission::system_priority_classes() {
+            strategy::apply_defaults(&pc_res, &mut pc);
+            match api
+                .registry
+                .create(&pc_res, None, pc, &WriteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     let svc_res = api

@@ -49,6 +49,9 @@ pub struct Api {
     /// The OpenAPI v2 document is large; it is rebuilt only when the set of
     /// served resources changes.
     pub openapi_v2: crate::openapi::V2Cache,
+    /// How pods/log, exec, attach, portforward and nodes/proxy reach
+    /// kubelets; set once at start.
+    pub kubelet: std::sync::OnceLock<Arc<crate::nodeproxy::KubeletClient>>,
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
@@ -148,6 +151,7 @@ impl Api {
             registry,
             resources: RwLock::new(Arc::new(resources)),
             openapi_v2: Default::default(),
+            kubelet: std::sync::OnceLock::new(),
             server_address,
             ready: AtomicBool::new(false),
             inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
@@ -196,27 +200,13 @@ impl Api {
             ["apis", g] => return Ok(Route::Group(g.to_string())),
             ["apis", g, v] => return Ok(Route::ResourceList(g.to_string(), v.to_string())),
             ["apis", g, v, rest @ ..] => (g, v, rest),
-            _ => {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ))
-            }
+            _ => return Err(not_found()),
         };
         let (watch, rest) = match rest {
             ["watch", rest @ ..] => (true, rest),
             _ => (false, rest),
         };
-        let find = |plural: &str| {
-            self.find(group, version, plural).ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                )
-            })
-        };
+        let find = |plural: &str| self.find(group, version, plural).ok_or_else(not_found);
         let object = |res: Arc<Resource>, ns: Option<&str>, name: &str, sub: &str| Route::Object {
             res,
             ns: ns.map(String::from),
@@ -233,11 +223,7 @@ impl Api {
             ["namespaces", ns, plural, rest @ ..] => {
                 let res = find(plural)?;
                 if !res.namespaced {
-                    return Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        "the server could not find the requested resource",
-                    ));
+                    return Err(not_found());
                 }
                 match rest {
                     [] => Route::Collection {
@@ -257,32 +243,18 @@ impl Api {
             [plural, name] => {
                 let res = find(plural)?;
                 if res.namespaced {
-                    return Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        "the server could not find the requested resource",
-                    ));
+                    return Err(not_found());
                 }
                 object(res, None, name, "")
             }
             [plural, name, sub, ..] => {
                 let res = find(plural)?;
                 if res.namespaced {
-                    return Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        "the server could not find the requested resource",
-                    ));
+                    return Err(not_found());
                 }
                 object(res, None, name, sub)
             }
-            [] => {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ))
-            }
+            [] => return Err(not_found()),
         })
     }
 }
@@ -304,7 +276,8 @@ pub async fn handle(
         return error_response(&ApiError::unauthorized());
     }
     let q = Query::parse(req.uri().query());
-    let long_running = q.flag("watch") || path.contains("/watch/");
+    let long_running =
+        q.flag("watch") || path.contains("/watch/") || crate::nodeproxy::is_long_running(&path);
     let _permit = if long_running || public {
         None
     } else {
@@ -425,22 +398,10 @@ async fn serve(
         }
         Route::Group(g) => discovery::api_group_doc(&api.resources(), &g)
             .map(|d| json_response(StatusCode::OK, &d))
-            .ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                )
-            }),
+            .ok_or_else(not_found),
         Route::ResourceList(g, v) => discovery::resource_list(&api.resources(), &g, &v)
             .map(|d| json_response(StatusCode::OK, &d))
-            .ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                )
-            }),
+            .ok_or_else(not_found),
         Route::OpenApiV2 => crate::openapi::v2(api, accept.as_deref()),
         Route::OpenApiV3Index => Ok(crate::openapi::v3_index(api)),
         Route::OpenApiV3(path) => crate::openapi::v3_document(api, &path),
@@ -481,37 +442,29 @@ async fn serve(
                 return watch::serve(api.clone(), res, ns, Some(name), q, out?).await;
             }
             if !sub.is_empty() && !res.has_subresource(&sub) {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ));
+                return Err(not_found());
             }
             if res.namespaced && ns.is_none() {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ));
+                return Err(not_found());
             }
             match sub.as_str() {
                 "" | "status" => {}
-                "scale" => return crate::scale::serve(api, &res, ns.as_deref(), &name, req, q, out?).await,
-                "binding" if method == Method::POST => {
-                    let (parts, body) = read_body(req).await?;
-                    return crate::subresources::bind(api, &res, ns.as_deref(), &name, &parts, &body).await;
+                "scale" => {
+                    return crate::scale::serve(api, &res, ns.as_deref(), &name, req, q, out?).await
                 }
-                "eviction" if method == Method::POST => {
+                "binding" | "eviction" if method == Method::POST => {
                     let (parts, body) = read_body(req).await?;
-                    return crate::subresources::evict(api, &res, ns.as_deref(), &name, &parts, &body).await;
+                    let (ns, name) = (ns.as_deref(), name.as_str());
+                    return if sub == "binding" {
+                        crate::subresources::bind(api, &res, ns, name, &parts, &body).await
+                    } else {
+                        crate::subresources::evict(api, &res, ns, name, &parts, &body).await
+                    };
                 }
                 "finalize" if method == Method::PUT => {}
                 "log" | "exec" | "attach" | "portforward" | "proxy" => {
-                    return Err(ApiError::new(
-                        503,
-                        "ServiceUnavailable",
-                        format!("{}/{sub} is not available: this cluster has no node agent that serves it yet", res.plural),
-                    ))
+                    return crate::nodeproxy::serve(api, &res, ns.as_deref(), &name, &sub, req)
+                        .await
                 }
                 _ => return Err(method_not_supported(&method)),
             }
@@ -563,6 +516,16 @@ async fn serve(
     }
 }
 
+/// Upstream's 404 for a path no handler serves (also used by the node
+/// proxy), as opposed to a named object that does not exist.
+pub(crate) fn not_found() -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
 fn method_not_supported(m: &Method) -> ApiError {
     ApiError::method_not_allowed(format!(
         "the server does not allow this method on the requested resource ({m})"
@@ -582,11 +545,7 @@ fn check_verb(res: &Resource, verb: &str) -> Result<(), ApiError> {
 
 fn namespace_required(res: &Resource, ns: Option<String>) -> Result<Option<String>, ApiError> {
     if res.namespaced && ns.is_none() {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(not_found());
     }
     Ok(ns)
 }
@@ -827,6 +786,7 @@ pub fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         field_manager: q.get("fieldManager").map(String::from),
         field_validation: field_validation(q)?,
         binding: false,
+        admission: None,
     })
 }
 
@@ -839,7 +799,8 @@ async fn create(
     q: &Query,
     out: Output,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = write_options(q)?;
+    let mut opts = write_options(q)?;
+    opts.admission = Some(crate::admission::Admission::new(api, ""));
     let (mut obj, warnings) = decode_object(res, parts, body, q)?;
     if let Some(ns) = ns {
         let body_ns = meta::namespace(&obj);
@@ -894,7 +855,8 @@ async fn update(
     q: &Query,
     out: Output,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = write_options(q)?;
+    let mut opts = write_options(q)?;
+    opts.admission = Some(crate::admission::Admission::new(api, sub));
     let (mut obj, warnings) = decode_object(res, parts, body, q)?;
     let body_name = meta::name(&obj).to_string();
     if body_name.is_empty() {

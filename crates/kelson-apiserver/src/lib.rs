@@ -6,6 +6,7 @@
 //! through the generic registry ([`registry`]) and per-type strategies
 //! ([`strategy`]) to the store. See ARCHITECTURE.md.
 
+pub mod admission;
 pub mod authn;
 pub mod bootstrap;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod hooks;
 pub mod list;
 pub mod meta;
 pub mod negotiate;
+pub mod nodeproxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -63,6 +65,8 @@ pub enum StartError {
     Authn(#[from] authn::AuthnError),
     #[error("bootstrapping the API: {0}")]
     Api(#[from] status::ApiError),
+    #[error(transparent)]
+    NodeProxy(#[from] nodeproxy::NodeProxyError),
     #[error("the service CIDR {0}/{1} has no room for the kubernetes Service")]
     ServiceCidr(Ipv4Addr, u8),
 }
@@ -142,6 +146,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Sta
         format!("{host}:{}", addr.port()),
         config.git_commit.clone(),
     ));
+    let kubelet = nodeproxy::KubeletClient::new(&pki.ca, &pki.kubelet_client)?;
+    let _ = api.kubelet.set(Arc::new(kubelet));
     let tls = server::tls_config(&pki)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(server::serve(

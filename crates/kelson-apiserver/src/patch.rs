@@ -33,7 +33,8 @@ pub async fn patch(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = negotiate::patch_type(ctype)?;
-    let opts = write_options(q)?;
+    let mut opts = write_options(q)?;
+    opts.admission = Some(crate::admission::Admission::new(api, sub));
     let patch = negotiate::decode_body(ctype, body)?;
     let definition = schemas::definition_name(&res.group, &res.version, &res.kind);
     if kind == PatchType::Strategic

@@ -1,5 +1,6 @@
-//! The cluster's certificates: a CA, the API server's serving certificate and
-//! the admin client certificate, kept under `DATA_DIR/server/tls`.
+//! The cluster's certificates: a CA, the API server's serving certificate,
+//! the admin client certificate and the API server's kubelet client
+//! certificate, kept under `DATA_DIR/server/tls`.
 //!
 //! First start creates them; later starts reuse them. The serving certificate
 //! is reissued (by the same CA) when it no longer covers the names and
@@ -62,6 +63,9 @@ pub struct Pki {
     pub ca: CertPair,
     pub serving: CertPair,
     pub admin: CertPair,
+    /// The API server's client certificate towards kubelets (upstream's
+    /// --kubelet-client-certificate).
+    pub kubelet_client: CertPair,
 }
 
 /// Names and addresses the serving certificate must cover.
@@ -130,11 +134,20 @@ impl Pki {
                 p
             }
         };
+        let kubelet_client = match read_pair(dir, "kubelet-client")? {
+            Some(p) if !expiring(&p) => p,
+            _ => {
+                let p = issue_client(&issuer, KUBELET_CLIENT_USER, &["system:masters"])?;
+                write_pair(dir, "kubelet-client", &p)?;
+                p
+            }
+        };
         Ok(Pki {
             dir: dir.to_path_buf(),
             ca,
             serving,
             admin,
+            kubelet_client,
         })
     }
 
@@ -144,6 +157,35 @@ impl Pki {
         let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, &ca_key)?;
         issue_client(&issuer, user, groups)
     }
+
+    /// Issues a kubelet serving certificate for `node` covering `names`
+    /// (CN system:node:NODE, O system:nodes, as kubelets' certificates are
+    /// named), signed by the CA the API server checks kubelets against.
+    pub fn issue_kubelet_serving(&self, node: &str, names: &ServingNames) -> Result<CertPair> {
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, &ca_key)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "system:nodes");
+        dn.push(DnType::CommonName, format!("system:node:{node}"));
+        issue_leaf(
+            &issuer,
+            dn,
+            sans(names)?,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+}
+
+/// The user the API server is to kubelets (upstream's kubeadm names it so).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+fn sans(names: &ServingNames) -> Result<Vec<SanType>> {
+    let mut sans = Vec::new();
+    for d in &names.dns {
+        sans.push(SanType::DnsName(d.clone().try_into()?));
+    }
+    sans.extend(names.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    Ok(sans)
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -186,12 +228,12 @@ fn new_ca(cn: &str) -> Result<CertPair> {
 fn issue_serving(issuer: &Issuer<'_, &KeyPair>, names: &ServingNames) -> Result<CertPair> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "kube-apiserver");
-    let mut sans = Vec::new();
-    for d in &names.dns {
-        sans.push(SanType::DnsName(d.clone().try_into()?));
-    }
-    sans.extend(names.ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    issue_leaf(issuer, dn, sans, ExtendedKeyUsagePurpose::ServerAuth)
+    issue_leaf(
+        issuer,
+        dn,
+        sans(names)?,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
 }
 
 fn issue_client(issuer: &Issuer<'_, &KeyPair>, user: &str, groups: &[&str]) -> Result<CertPair> {
@@ -372,14 +414,31 @@ pub fn kubeconfig(server_url: &str, ca_pem: &str, client: &CertPair) -> String {
 mod tests {
     use super::*;
 
+    /// The API server's names on `host` bound to `bind`, service IP 10.43.0.1.
+    fn serving_names(host: &str, bind: &str) -> ServingNames {
+        ServingNames::new(host, bind.parse().unwrap(), "10.43.0.1".parse().unwrap())
+    }
+
+    /// The certificate's subject: (common names, organizations).
+    fn subject(pair: &CertPair) -> (Vec<String>, Vec<String>) {
+        let der = pair.cert_der().remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let strings = |attrs: Vec<&x509_parser::x509::AttributeTypeAndValue>| -> Vec<String> {
+            attrs
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect()
+        };
+        (
+            strings(cert.subject().iter_common_name().collect()),
+            strings(cert.subject().iter_organization().collect()),
+        )
+    }
+
     #[test]
     fn creates_then_reuses_and_reissues_for_new_names() {
         let dir = tempfile::tempdir().unwrap();
-        let names = ServingNames::new(
-            "node1",
-            "0.0.0.0".parse().unwrap(),
-            "10.43.0.1".parse().unwrap(),
-        );
+        let names = serving_names("node1", "0.0.0.0");
         let a = Pki::load_or_create(dir.path(), &names).unwrap();
         let b = Pki::load_or_create(dir.path(), &names).unwrap();
         assert_eq!(a.ca.cert_pem, b.ca.cert_pem);
@@ -387,11 +446,7 @@ mod tests {
         assert_eq!(a.admin.cert_pem, b.admin.cert_pem);
         assert!(covers(&a.serving, &names));
 
-        let moved = ServingNames::new(
-            "node1",
-            "192.0.2.7".parse().unwrap(),
-            "10.43.0.1".parse().unwrap(),
-        );
+        let moved = serving_names("node1", "192.0.2.7");
         let c = Pki::load_or_create(dir.path(), &moved).unwrap();
         assert_eq!(a.ca.cert_pem, c.ca.cert_pem, "the CA is kept");
         assert_ne!(
@@ -404,25 +459,28 @@ mod tests {
     #[test]
     fn admin_certificate_names_user_and_group() {
         let dir = tempfile::tempdir().unwrap();
-        let names = ServingNames::new(
-            "h",
-            "0.0.0.0".parse().unwrap(),
-            "10.43.0.1".parse().unwrap(),
-        );
+        let names = serving_names("h", "0.0.0.0");
         let pki = Pki::load_or_create(dir.path(), &names).unwrap();
-        let der = pki.admin.cert_der().remove(0);
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn: Vec<_> = cert
-            .subject()
-            .iter_common_name()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-        let o: Vec<_> = cert
-            .subject()
-            .iter_organization()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
+        let (cn, o) = subject(&pki.admin);
         assert_eq!(cn, ["system:admin"]);
         assert_eq!(o, ["system:masters"]);
+    }
+
+    #[test]
+    fn kubelet_client_certificate_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = serving_names("h", "0.0.0.0");
+        let a = Pki::load_or_create(dir.path(), &names).unwrap();
+        let b = Pki::load_or_create(dir.path(), &names).unwrap();
+        assert_eq!(a.kubelet_client.cert_pem, b.kubelet_client.cert_pem);
+        let (cn, o) = subject(&a.kubelet_client);
+        assert_eq!(cn, ["kube-apiserver-kubelet-client"]);
+        assert_eq!(o, ["system:masters"]);
+        let node = ServingNames {
+            dns: vec!["node1".into()],
+            ips: vec!["10.0.0.5".parse().unwrap()],
+        };
+        let serving = a.issue_kubelet_serving("node1", &node).unwrap();
+        assert!(covers(&serving, &node));
     }
 }

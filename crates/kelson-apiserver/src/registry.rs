@@ -12,6 +12,7 @@ use kelson_store::{RangeRequest, Revision, Store};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
+use crate::admission::Operation;
 use crate::cache::{CachedObject, Indexer, WatchCache};
 use crate::meta::{self, meta_mut};
 use crate::resources::Resource;
@@ -37,6 +38,9 @@ pub struct WriteOptions {
     /// A pods/binding write: it sets spec.nodeName, which pod update
     /// validation refuses, so (as upstream's binding REST) it skips it.
     pub binding: bool,
+    /// The admission chain of a client request; `None` for the server's
+    /// own writes, which are not admitted.
+    pub admission: Option<crate::admission::Admission>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -223,8 +227,16 @@ impl Registry {
                 m.remove("namespace");
             }
         }
+        if let Some(adm) = &opts.admission {
+            let attrs = adm.attributes(res, Operation::Create, ns, None, opts.dry_run);
+            adm.mutate(&attrs, &mut obj).await?;
+        }
         strategy::prepare_create(res, &mut obj);
         strategy::validate(res, &obj, None)?;
+        if let Some(adm) = &opts.admission {
+            let attrs = adm.attributes(res, Operation::Create, ns, None, opts.dry_run);
+            adm.validate(&attrs, &obj).await?;
+        }
         let name = meta::name(&obj).to_string();
         let key = store_key(res, ns, &name);
         if opts.dry_run {
@@ -293,8 +305,16 @@ impl Registry {
                 }
             }
             carry_over_meta(res, &mut new, &old);
+            if let Some(adm) = &opts.admission {
+                let attrs = adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
+                adm.mutate(&attrs, &mut new).await?;
+            }
             if !opts.binding {
                 strategy::validate(res, &new, Some(&old))?;
+            }
+            if let Some(adm) = &opts.admission {
+                let attrs = adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
+                adm.validate(&attrs, &new).await?;
             }
             // Removing the last finalizer of an object being deleted deletes it.
             if meta::deletion_timestamp(&new).is_some()

@@ -229,7 +229,16 @@ const BUILT_IN: &[Def] = &[
         NONE,
         NONE,
     )),
-    d("", "v1", "nodes", "Node", false, &["no"], NONE, &["status"]),
+    d(
+        "",
+        "v1",
+        "nodes",
+        "Node",
+        false,
+        &["no"],
+        NONE,
+        &["proxy", "status"],
+    ),
     upsert(d("", "v1", "events", "Event", true, &["ev"], NONE, NONE)),
     d(
         "",
@@ -534,6 +543,12 @@ fn subresource(
         "log" => ("", "v1", "Pod", &["get"]),
         "exec" | "attach" | "portforward" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "finalize" => ("", "v1", "Namespace", &["update"]),
+        "proxy" => (
+            "",
+            "v1",
+            "NodeProxyOptions",
+            &["create", "delete", "get", "patch", "update"],
+        ),
         _ => (parent_group, parent_version, parent_kind, &["get"]),
     };
     let kind = match name {

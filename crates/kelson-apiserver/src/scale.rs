@@ -139,7 +139,8 @@ pub async fn serve(
             "the server does not allow this method on the requested resource",
         ));
     }
-    let opts = write_options(q)?;
+    let mut opts = write_options(q)?;
+    opts.admission = Some(crate::admission::Admission::new(api, "scale"));
     let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), req.headers());
     let ctype = req
         .headers()

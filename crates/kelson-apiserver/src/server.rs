@@ -115,7 +115,8 @@ pub async fn serve(
                 .http2()
                 .max_send_buf_size(64 * 1024)
                 .max_concurrent_streams(1000);
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            // Upgrades: pods/exec, attach and portforward switch protocols.
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

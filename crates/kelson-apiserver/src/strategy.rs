@@ -50,6 +50,10 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
             o.insert("status".into(), json!({"phase": "Pending"}));
         }
         ("", "nodes") => {}
+        ("apps", "daemonsets") => {
+            o.insert("status".into(), json!({}));
+            set_template_generation(obj, 1);
+        }
         _ if res.has_status() => {
             if res.custom {
                 o.remove("status");
@@ -92,6 +96,11 @@ pub fn merge_update(res: &Resource, sub: &str, mut new: Value, old: &Value) -> V
                 if let (Some(o), Some(spec)) = (new.as_object_mut(), old.get("spec")) {
                     o.insert("spec".into(), spec.clone());
                 }
+            }
+            if is(res, "apps", "daemonsets") {
+                let generation = template_generation(old).unwrap_or(1);
+                let changed = new.pointer("/spec/template") != old.pointer("/spec/template");
+                set_template_generation(&mut new, generation + i64::from(changed));
             }
             new
         }
@@ -227,4 +236,30 @@ pub fn selectable_fields(group: &str, resource: &str, obj: &Value) -> Vec<(Strin
         }
     }
     out
+}
+
+/// A DaemonSet's template generation: an internal field upstream that
+/// apps/v1 shows as this annotation (1 at create, +1 on each template change).
+const DAEMONSET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+fn template_generation(obj: &Value) -> Option<i64> {
+    obj.pointer("/metadata/annotations")?
+        .get(DAEMONSET_TEMPLATE_GENERATION)?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn set_template_generation(obj: &mut Value, generation: i64) {
+    let m = meta_mut(obj);
+    let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+    if !annotations.is_object() {
+        *annotations = json!({});
+    }
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(
+            DAEMONSET_TEMPLATE_GENERATION.into(),
+            json!(generation.to_string()),
+        );
+    }
 }

@@ -261,8 +261,8 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
         }
     };
     let indexer = indexer_for(&w.res);
-    let mut current: std::collections::HashMap<Bytes, Arc<CachedObject>> =
-        std::collections::HashMap::new();
+    // Previous states matter only for selector transitions.
+    let want_prev = !w.filter.is_empty();
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
@@ -272,7 +272,7 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
         loop {
             match next {
                 Some(Ok(ev)) => {
-                    if let Some(cache_ev) = store_event(&indexer, &mut current, ev) {
+                    if let Some(cache_ev) = store_event(&indexer, want_prev, ev) {
                         w.push_event(&cache_ev);
                     }
                 }
@@ -301,23 +301,24 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
     }
 }
 
-/// A store event as the cache would have recorded it; `current` tracks the
-/// objects seen so far for the previous states the store may not carry.
+/// A store event as the cache would have recorded it. The store's events
+/// carry the previous value; it is decoded only when `want_prev` (a
+/// watcher with selectors). Nothing is kept between events: a watcher on
+/// this path must not hold a copy of every object it has seen.
 fn store_event(
     indexer: &crate::cache::Indexer,
-    current: &mut std::collections::HashMap<Bytes, Arc<CachedObject>>,
+    want_prev: bool,
     ev: kelson_store::Event,
 ) -> Option<CacheEvent> {
     let rev = ev.revision();
     let prev = ev
         .prev
         .as_ref()
-        .and_then(|p| decode(indexer, &p.key, &p.value, p.mod_revision))
-        .or_else(|| current.get(&ev.kv.key).cloned());
+        .filter(|_| want_prev)
+        .and_then(|p| decode(indexer, &p.key, &p.value, p.mod_revision));
     match ev.kind {
         EventKind::Put => {
             let obj = decode(indexer, &ev.kv.key, &ev.kv.value, rev)?;
-            current.insert(ev.kv.key.clone(), obj.clone());
             Some(CacheEvent {
                 kind: if ev.prev.is_some() {
                     EventType::Modified
@@ -330,7 +331,6 @@ fn store_event(
             })
         }
         EventKind::Delete => {
-            current.remove(&ev.kv.key);
             let p = ev.prev.as_ref()?;
             let obj = decode(indexer, &p.key, &p.value, rev)?;
             Some(CacheEvent {
@@ -361,7 +361,9 @@ impl Watcher {
     /// Queues an event with selector transitions applied.
     fn push_event(&mut self, ev: &CacheEvent) {
         let now = self.selected(&ev.obj);
-        let before = ev.prev.as_ref().is_some_and(|p| self.selected(p));
+        // Without the previous state (not decoded when no selector could
+        // tell the two apart) it was selected exactly when the new one is.
+        let before = ev.prev.as_ref().map_or(now, |p| self.selected(p));
         match ev.kind {
             EventType::Added if now => self.push_object("ADDED", &ev.obj, None),
             EventType::Modified if now && before => self.push_object("MODIFIED", &ev.obj, None),

@@ -11,21 +11,20 @@ pub mod util;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kelson_runtime::{EventType, Recorder};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::podcontrol::{
-    self, claim, controller_of, controller_ref, indexed_watch, ClaimOwner, OwnerIndex, Selector,
+    self, claim, controller_of, controller_ref, indexed_watch, owners_of_child, ClaimOwner,
+    OwnerIndex, Selector,
 };
+use crate::runner::{self, WorkerOptions};
 use util::*;
 
 const COMPONENT: &str = "deployment-controller";
@@ -53,18 +52,8 @@ fn api_err<'a>(action: &'static str, name: &'a str) -> impl FnOnce(kube::Error) 
     }
 }
 
-/// Tunables; the defaults are upstream's.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Deployments synced at the same time (--concurrent-deployment-syncs).
-    pub workers: u16,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { workers: 5 }
-    }
-}
+/// Tunables; `workers` is --concurrent-deployment-syncs.
+pub type Options = WorkerOptions;
 
 struct Context {
     client: Client,
@@ -78,64 +67,25 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
 }
 
 pub async fn run_with(client: Client, shutdown: CancellationToken, options: Options) {
-    let deployments: Api<Deployment> = Api::all(client.clone());
-    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
-    let (rs_reader, rs_writer) = reflector::store::<ReplicaSet>();
-    let replica_sets = Arc::new(OwnerIndex::new(rs_reader));
-    let rs_stream = indexed_watch(
-        rs_api,
-        watcher::Config::default(),
-        rs_writer,
-        replica_sets.clone(),
-        |_, _| {},
-    );
+    let (replica_sets, rs_stream) = indexed_watch::<ReplicaSet, _>(&client, |_, _| {});
     let recorder = Recorder::new(client.clone(), COMPONENT, "");
+    let controller = runner::controller::<Deployment>(&client, options.workers);
+    let store = controller.store();
     let ctx = Arc::new(Context {
         client,
         replica_sets,
         recorder: recorder.clone(),
     });
-    let controller = Controller::new(deployments, watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(options.workers));
-    let store = controller.store();
-    controller
+    let controller = controller
         .watches_stream(rs_stream, move |rs: ReplicaSet| {
-            deployments_of_rs(&store, &rs)
+            owners_of_child(&store, &rs.metadata, |d: &Deployment| {
+                Selector::from_label_selector(d.spec.as_ref().map(|s| &s.selector))
+            })
         })
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "deployment sync");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    runner::drive(controller, "deployment sync").await;
     recorder.flush().await;
-}
-
-/// The deployment controlling `rs`, or for an orphan every deployment of
-/// its namespace that selects it (it may adopt it).
-fn deployments_of_rs(
-    store: &reflector::Store<Deployment>,
-    rs: &ReplicaSet,
-) -> Vec<ObjectRef<Deployment>> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    match controller_of(&rs.metadata) {
-        Some(r) if r.kind == "Deployment" && r.api_version == "apps/v1" => {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        }
-        Some(_) => Vec::new(),
-        None => store
-            .state()
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .filter(|d| {
-                Selector::from_label_selector(d.spec.as_ref().map(|s| &s.selector))
-                    .is_ok_and(|s| !s.is_everything() && s.matches(rs.metadata.labels.as_ref()))
-            })
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
-            .collect(),
-    }
 }
 
 fn error_policy(_d: Arc<Deployment>, err: &Error, _ctx: Arc<Context>) -> Action {
@@ -1101,49 +1051,5 @@ fn status_equal(a: Option<&DeploymentStatus>, b: &DeploymentStatus) -> bool {
     match a {
         Some(a) => a == b,
         None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn orphan_replica_sets_map_to_selecting_deployments_only() {
-        let (reader, mut writer) = reflector::store::<Deployment>();
-        let d: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "default", "uid": "d1"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}
-        }))
-        .unwrap();
-        writer.apply_watcher_event(&watcher::Event::Apply(d));
-        let rs = |labels: serde_json::Value, owner: serde_json::Value| -> ReplicaSet {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "x", "namespace": "default", "labels": labels, "ownerReferences": owner},
-                "spec": {"selector": {}}
-            }))
-            .unwrap()
-        };
-        assert_eq!(
-            deployments_of_rs(
-                &reader,
-                &rs(serde_json::json!({"app": "web"}), serde_json::json!([]))
-            )
-            .len(),
-            1
-        );
-        assert!(deployments_of_rs(
-            &reader,
-            &rs(serde_json::json!({"app": "db"}), serde_json::json!([]))
-        )
-        .is_empty());
-        let owned = rs(
-            serde_json::json!({}),
-            serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d2", "controller": true}]),
-        );
-        assert_eq!(
-            deployments_of_rs(&reader, &owned),
-            vec![ObjectRef::new("api").within("default")]
-        );
     }
 }

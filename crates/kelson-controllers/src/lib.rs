@@ -7,16 +7,25 @@
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
+pub mod runner;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod ttlafterfinished;
 
 /// What the controllers need besides a client.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +35,8 @@ pub struct Options {
     pub root_ca_pem: String,
     /// The pod network nodes get their podCIDRs from (`--cluster-cidr`).
     pub cluster_cidr: String,
+    /// Node health tunables (`--node-monitor-grace-period`, …).
+    pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
 }
 
 /// Runs every controller until `shutdown` is cancelled, then returns once
@@ -39,6 +50,13 @@ pub async fn run_all(client: Client, options: Options, shutdown: CancellationTok
         tokio::spawn(replicaset::run(c(), s())),
         tokio::spawn(replicaset::run_replication_controllers(c(), s())),
         tokio::spawn(deployment::run(c(), s())),
+        tokio::spawn(statefulset::run(c(), s())),
+        tokio::spawn(daemonset::run(c(), s())),
+        tokio::spawn(job::run(c(), s())),
+        tokio::spawn(ttlafterfinished::run(c(), s())),
+        tokio::spawn(cronjob::run(c(), Default::default(), s())),
+        tokio::spawn(disruption::run(c(), s())),
+        tokio::spawn(resourcequota::run(c(), s())),
         tokio::spawn(garbagecollector::run(c(), Default::default(), s())),
         tokio::spawn(serviceaccount::run(
             c(),
@@ -49,7 +67,7 @@ pub async fn run_all(client: Client, options: Options, shutdown: CancellationTok
         )),
         tokio::spawn(endpoints::run(c(), s())),
         tokio::spawn(podgc::run(c(), Default::default(), s())),
-        tokio::spawn(nodelifecycle::run(c(), Default::default(), s())),
+        tokio::spawn(nodelifecycle::run(c(), options.node_lifecycle.clone(), s())),
         tokio::spawn({
             let cidr = nodeipam::ClusterCidr::new(options.cluster_cidr.clone());
             let (c, s) = (c(), s());

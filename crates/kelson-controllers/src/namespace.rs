@@ -1,5 +1,5 @@
 //! Namespace deletion. The API server marks a deleted namespace Terminating
-//! and keeps it while `spec.finalizers` holds "kubernetes"; this controller
+//! and keeps it while `spec.finalizers` holds "kubernetes"; this let controller = controller
 //! deletes everything in it, reports progress in the namespace's conditions
 //! as upstream does, and clears the finalizer once nothing is left, at which
 //! point the API server removes the namespace.
@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use crate::runner;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
@@ -43,15 +43,10 @@ struct Context {
 pub async fn run(client: Client, shutdown: CancellationToken) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ctx = Arc::new(Context { client });
-    Controller::new(namespaces, watcher::Config::default())
+    let controller = Controller::new(namespaces, watcher::Config::default())
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "namespace reconcile");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    runner::drive(controller, "namespace reconcile").await;
 }
 
 fn error_policy(_ns: Arc<Namespace>, err: &Error, _ctx: Arc<Context>) -> Action {

@@ -26,11 +26,10 @@ use std::time::{Duration, Instant};
 use futures::{Stream, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kelson_runtime::{EventType, Recorder};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -232,13 +231,48 @@ where
 }
 
 /// The controller reference of `obj`, if any.
-pub fn controller_of(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<&OwnerReference> {
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .iter()
         .flatten()
         .find(|r| r.controller == Some(true))
+}
+
+/// The owners of kind `K` an event about a child (pod, replica set,
+/// revision) concerns, as upstream's event handlers resolve them: its
+/// controller if that is a `K` (same kind and API group), else, for an
+/// orphan not being deleted, every `K` of its namespace whose selector
+/// (from `selector`) matches it, since any of them may adopt it. An empty
+/// selector selects nothing here, as in upstream's GetPodXs listers.
+pub fn owners_of_child<K>(
+    store: &Store<K>,
+    child: &ObjectMeta,
+    selector: impl Fn(&K) -> Result<Selector, Error>,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let ns = child.namespace.as_deref().unwrap_or_default();
+    match controller_of(child) {
+        Some(r) => {
+            let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            if r.kind == K::kind(&()) && group == K::group(&()) {
+                vec![ObjectRef::new(&r.name).within(ns)]
+            } else {
+                Vec::new()
+            }
+        }
+        None if child.deletion_timestamp.is_some() => Vec::new(),
+        None => store
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+            .filter(|o| {
+                selector(o).is_ok_and(|s| !s.is_everything() && s.matches(child.labels.as_ref()))
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect(),
+    }
 }
 
 /// `<owner>-` as the pods' generateName, or the bare owner name when the
@@ -339,6 +373,46 @@ impl PodControl {
                 Err(Error::Create(Box::new(e)))
             }
         }
+    }
+
+    /// Creates `count` pods in `namespace`, the i-th from `make(i)`, in
+    /// slow-start batches (see [`slow_start_batch`]), expecting them in
+    /// `expectations` for the owner with `uid` first so that fast watch
+    /// events are counted. Creations refused because the namespace is
+    /// terminating count as done (no pod will appear, nothing to report);
+    /// failed or skipped ones are marked observed, since the watch will
+    /// never show them. Returns the successes and the first error.
+    pub async fn create_pods<F>(
+        &self,
+        expectations: &Expectations,
+        uid: &str,
+        namespace: &str,
+        owner: &ObjectReference,
+        count: usize,
+        mut make: F,
+    ) -> (usize, Option<Error>)
+    where
+        F: FnMut(usize) -> Pod,
+    {
+        expectations.expect_creations(uid, count);
+        let (successes, err) = slow_start_batch(count, SLOW_START_INITIAL_BATCH_SIZE, |i| {
+            let pod = make(i);
+            async move {
+                match self.create_pod(namespace, &pod, owner).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_namespace_terminating() => {
+                        expectations.creation_observed(uid);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await;
+        for _ in successes..count {
+            expectations.creation_observed(uid);
+        }
+        (successes, err)
     }
 
     /// Deletes pod `name`; a pod already gone is reported as
@@ -558,7 +632,7 @@ impl Expectations {
 }
 
 /// "namespace/name"
-pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+pub fn object_key(meta: &ObjectMeta) -> String {
     format!(
         "{}/{}",
         meta.namespace.as_deref().unwrap_or(""),
@@ -702,30 +776,34 @@ where
     }
 }
 
-/// A watch of `api` feeding `writer` and `index`, with `before` called on
-/// each event before the store applies it (for [`Expectations::observe`]).
-/// managedFields are dropped: controllers never read them and at 50,000
-/// pods they are a good part of the memory. Yields every touched object,
-/// to trigger the owners' syncs.
+/// A watch of every `K` in the cluster feeding a new [`OwnerIndex`], with
+/// `before` called on each event before the store applies it (for
+/// [`Expectations::observe`]). managedFields are dropped: controllers never
+/// read them and at 50,000 pods they are a good part of the memory.
+/// Returns the index and the watch, which yields every touched object to
+/// trigger the owners' syncs and must be driven for the index to fill.
 pub fn indexed_watch<K, B>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    index: Arc<OwnerIndex<K>>,
+    client: &Client,
     mut before: B,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+) -> (
+    Arc<OwnerIndex<K>>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     B: FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
 {
-    let reader = index.store().clone();
-    watcher(api, config)
+    let (reader, writer) = reflector::store::<K>();
+    let index = Arc::new(OwnerIndex::new(reader.clone()));
+    let observer = index.clone();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .inspect_ok(move |ev| before(ev, &reader))
         .reflect(writer)
-        .inspect_ok(move |ev| index.observe(ev))
-        .touched_objects()
+        .inspect_ok(move |ev| observer.observe(ev))
+        .touched_objects();
+    (index, stream)
 }
 
 // ---------------------------------------------------------------------------
@@ -904,6 +982,17 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
     }
 }
 
+/// The names of the pod's sidecars: init containers with restartPolicy
+/// Always, which run alongside the main containers.
+pub fn sidecar_names(pod: &Pod) -> HashSet<&str> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 /// The highest restart count of the pod's containers, counting sidecars
 /// (restartable init containers) as upstream does.
 pub fn max_container_restarts(pod: &Pod) -> i32 {
@@ -917,13 +1006,7 @@ pub fn max_container_restarts(pod: &Pod) -> i32 {
         .map(|c| c.restart_count)
         .max()
         .unwrap_or(0);
-    let sidecars: HashSet<&str> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten())
-        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
-        .map(|c| c.name.as_str())
-        .collect();
+    let sidecars = sidecar_names(pod);
     for c in status.init_container_statuses.iter().flatten() {
         if sidecars.contains(c.name.as_str()) {
             max = max.max(c.restart_count);
@@ -1320,5 +1403,69 @@ mod tests {
             short.satisfied("rs"),
             "expired expectations no longer block"
         );
+    }
+
+    #[test]
+    fn child_events_map_to_their_controller_or_selecting_owners() {
+        use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+        let (reader, mut writer) = reflector::store::<Deployment>();
+        for (name, ns, selector) in [
+            (
+                "web",
+                "default",
+                serde_json::json!({"matchLabels": {"app": "web"}}),
+            ),
+            (
+                "other-ns",
+                "kube-system",
+                serde_json::json!({"matchLabels": {"app": "web"}}),
+            ),
+            ("everything", "default", serde_json::json!({})),
+        ] {
+            let d: Deployment = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns, "uid": name},
+                "spec": {"selector": selector, "template": {}}
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(d));
+        }
+        let selector =
+            |d: &Deployment| Selector::from_label_selector(d.spec.as_ref().map(|s| &s.selector));
+        let rs = |labels: serde_json::Value, owner: serde_json::Value| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "x", "namespace": "default", "labels": labels, "ownerReferences": owner},
+                "spec": {"selector": {}}
+            }))
+            .unwrap()
+        };
+        let owners = |rs: &ReplicaSet| owners_of_child(&reader, &rs.metadata, selector);
+
+        // An orphan: the selecting owners of its namespace; an empty
+        // selector selects nothing.
+        let orphan = rs(serde_json::json!({"app": "web"}), serde_json::json!([]));
+        assert_eq!(
+            owners(&orphan),
+            vec![ObjectRef::new("web").within("default")]
+        );
+        assert!(owners(&rs(serde_json::json!({"app": "db"}), serde_json::json!([]))).is_empty());
+        // A deleting orphan can't be adopted.
+        let mut deleting = orphan.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(ts(0)));
+        assert!(owners(&deleting).is_empty());
+
+        // A controlled child: its controller, if of the owners' kind.
+        let owned = rs(
+            serde_json::json!({"app": "web"}),
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d2", "controller": true}]),
+        );
+        assert_eq!(
+            owners(&owned),
+            vec![ObjectRef::new("api").within("default")]
+        );
+        let foreign = rs(
+            serde_json::json!({"app": "web"}),
+            serde_json::json!([{"apiVersion": "example.com/v1", "kind": "Deployment", "name": "api", "uid": "d3", "controller": true}]),
+        );
+        assert!(owners(&foreign).is_empty());
     }
 }

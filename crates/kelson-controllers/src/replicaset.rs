@@ -10,7 +10,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -20,19 +19,18 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kelson_runtime::Recorder;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::podcontrol::{
-    self, claim, controller_of, indexed_watch, is_pod_active, is_pod_available, is_pod_ready,
-    pod_from_template, pods_to_delete, slow_start_batch, ClaimOwner, Expectations, OwnerIndex,
-    PodControl, Selector, BURST_REPLICAS, SLOW_START_INITIAL_BATCH_SIZE,
+    self, claim, indexed_watch, is_pod_active, is_pod_available, is_pod_ready, owners_of_child,
+    pod_from_template, pods_to_delete, ClaimOwner, Expectations, OwnerIndex, PodControl, Selector,
+    BURST_REPLICAS,
 };
+use crate::runner;
 
 /// The ReplicaFailure condition type.
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
@@ -57,7 +55,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            workers: 5,
+            workers: runner::DEFAULT_WORKERS,
             burst_replicas: BURST_REPLICAS,
         }
     }
@@ -237,19 +235,12 @@ pub async fn run_with<W: Replicated>(
     shutdown: CancellationToken,
     options: Options,
 ) {
-    let owners: Api<W> = Api::all(client.clone());
-    let pods_api: Api<Pod> = Api::all(client.clone());
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pods = Arc::new(OwnerIndex::new(pod_reader));
     let expectations = Arc::new(Expectations::default());
     let exp = expectations.clone();
-    let pod_stream = indexed_watch(
-        pods_api,
-        watcher::Config::default(),
-        pod_writer,
-        pods.clone(),
-        move |ev, store| exp.observe(ev, store),
-    );
+    let (pods, pod_stream) =
+        indexed_watch::<Pod, _>(&client, move |ev, store| exp.observe(ev, store));
+    let controller = runner::controller::<W>(&client, options.workers);
+    let owner_store = controller.store();
     let recorder = Recorder::new(client.clone(), W::COMPONENT, "");
     let ctx = Arc::new(Context::<W> {
         pod_control: PodControl::new(client.clone(), recorder.clone()),
@@ -259,52 +250,14 @@ pub async fn run_with<W: Replicated>(
         options: options.clone(),
         _kind: std::marker::PhantomData,
     });
-    let controller = Controller::new(owners, watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(options.workers));
-    let owner_store = controller.store();
-    controller
+    let controller = controller
         .watches_stream(pod_stream, move |pod: Pod| {
-            owners_of_pod(&owner_store, &pod)
+            owners_of_child(&owner_store, &pod.metadata, W::pod_selector)
         })
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile::<W>, error_policy::<W>, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, kind = %W::kind(&()), "replica sync");
-            }
-        })
-        .await;
+        .run(reconcile::<W>, error_policy::<W>, ctx);
+    runner::drive(controller, &format!("{} sync", W::kind(&()))).await;
     recorder.flush().await;
-}
-
-/// The owners a pod event concerns: its controller if that is of kind `W`,
-/// else (an orphan) every `W` in its namespace whose selector matches it.
-fn owners_of_pod<W: Replicated>(store: &reflector::Store<W>, pod: &Pod) -> Vec<ObjectRef<W>> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    match controller_of(&pod.metadata) {
-        Some(r) => {
-            if r.kind == W::kind(&()) && r.api_version == W::api_version(&()) {
-                vec![ObjectRef::new(&r.name).within(&ns)]
-            } else {
-                Vec::new()
-            }
-        }
-        None => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return Vec::new();
-            }
-            store
-                .state()
-                .iter()
-                .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
-                .filter(|o| {
-                    o.pod_selector()
-                        .is_ok_and(|s| s.matches(pod.metadata.labels.as_ref()))
-                })
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-                .collect()
-        }
-    }
 }
 
 fn error_policy<W: Replicated>(_obj: Arc<W>, err: &Error, _ctx: Arc<Context<W>>) -> Action {
@@ -432,29 +385,12 @@ async fn manage_replicas<W: Replicated>(
             &obj.name_any(),
             Some(podcontrol::controller_ref(obj)),
         );
-        ctx.expectations.expect_creations(uid, diff);
-        let (successes, err) = slow_start_batch(diff, SLOW_START_INITIAL_BATCH_SIZE, |_| {
-            let pod = &pod;
-            let namespace = &namespace;
-            let owner_ref = &owner_ref;
-            async move {
-                match ctx.pod_control.create_pod(namespace, pod, owner_ref).await {
-                    Ok(_) => Ok(()),
-                    // The namespace is going away: nothing to report, and
-                    // no pod will appear either.
-                    Err(e) if e.is_namespace_terminating() => {
-                        ctx.expectations.creation_observed(uid);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await;
-        // Creations that failed or never ran will not be observed.
-        for _ in successes..diff {
-            ctx.expectations.creation_observed(uid);
-        }
+        let (_, err) = ctx
+            .pod_control
+            .create_pods(&ctx.expectations, uid, &namespace, &owner_ref, diff, |_| {
+                pod.clone()
+            })
+            .await;
         return match err {
             Some(e) => Err(e),
             None => Ok(HashSet::new()),

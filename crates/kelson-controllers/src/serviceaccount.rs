@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use crate::runner;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -59,7 +59,7 @@ pub async fn run(client: Client, root_ca: RootCa, shutdown: CancellationToken) {
     let by_namespace =
         |meta: &ObjectMeta| meta.namespace.as_deref().map(ObjectRef::<Namespace>::new);
     let ctx = Arc::new(Context { client, root_ca });
-    Controller::new(namespaces, watcher::Config::default())
+    let controller = Controller::new(namespaces, watcher::Config::default())
         .watches(
             accounts,
             watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
@@ -71,13 +71,8 @@ pub async fn run(client: Client, root_ca: RootCa, shutdown: CancellationToken) {
             move |cm| by_namespace(&cm.metadata),
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "service account reconcile");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    runner::drive(controller, "service account reconcile").await;
 }
 
 fn error_policy(_ns: Arc<Namespace>, err: &Error, _ctx: Arc<Context>) -> Action {

@@ -14,18 +14,17 @@ use k8s_openapi::api::core::v1::Pod;
 use kelson_runtime::testing::TestCluster;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Client, ResourceExt};
-use tokio_util::sync::CancellationToken;
+use kube::ResourceExt;
 
 use support::{
-    app_template, default_events, eventually, from_json, patch_pod_status, pod_is_ready,
-    running_and_ready, Harness,
+    app_template, controller_ref, eventually, from_json, merge_patch, pod_is_ready, wait_event,
+    wait_until, Harness,
 };
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Starts the ReplicaSet and Deployment controllers, and a stand-in kubelet.
-async fn start() -> Harness {
+async fn start() -> (Harness, Api<Deployment>, Api<ReplicaSet>) {
     let mut h = Harness::start().await;
     let admin = h.cluster.admin_client("test-kubelet").await.unwrap();
     h.spawn(kelson_controllers::replicaset::run(
@@ -36,33 +35,13 @@ async fn start() -> Harness {
         h.client.clone(),
         h.shutdown.clone(),
     ));
-    h.spawn(kubelet(admin, h.shutdown.clone()));
-    h
-}
-
-/// Marks every pod in "default" Running and Ready soon after it appears.
-async fn kubelet(client: Client, shutdown: CancellationToken) {
-    let pods: Api<Pod> = Api::namespaced(client, "default");
-    while !shutdown.is_cancelled() {
-        if let Ok(list) = pods.list(&ListParams::default()).await {
-            for p in list.items {
-                if pod_is_ready(&p) || p.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                // The pod may be gone already; the next round sees.
-                let _ = patch_pod_status(
-                    &pods,
-                    &p.name_any(),
-                    running_and_ready(jiff::Timestamp::now()),
-                )
-                .await;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
+    h.spawn(support::kubelet(
+        Api::namespaced(admin, "default"),
+        ListParams::default(),
+        h.shutdown.clone(),
+    ));
+    let (deploys, rss) = (h.api(), h.api());
+    (h, deploys, rss)
 }
 
 fn deployment(name: &str, replicas: i32, strategy: serde_json::Value) -> Deployment {
@@ -81,6 +60,12 @@ fn rolling(surge: i32, unavailable: i32) -> serde_json::Value {
     serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
 }
 
+/// Creates `d` and waits for its rollout to complete.
+async fn create_complete(api: &Api<Deployment>, d: &Deployment) -> Deployment {
+    api.create(&PostParams::default(), d).await.unwrap();
+    wait_complete(api, &d.name_any()).await
+}
+
 /// What `kubectl rollout status` waits for.
 fn rollout_complete(d: &Deployment) -> bool {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -94,9 +79,18 @@ fn rollout_complete(d: &Deployment) -> bool {
 }
 
 async fn wait_complete(api: &Api<Deployment>, name: &str) -> Deployment {
-    eventually(15, "rollout to complete", || async {
-        let d = api.get(name).await.unwrap();
-        rollout_complete(&d).then_some(d)
+    wait_until(api, name, 15, "rollout to complete", rollout_complete).await
+}
+
+/// Waits until the rollout of revision `revision` is complete.
+async fn wait_revision(
+    api: &Api<Deployment>,
+    name: &str,
+    revision: &str,
+    what: &str,
+) -> Deployment {
+    wait_until(api, name, 15, what, |d| {
+        rollout_complete(d) && d.annotations().get(REVISION).map(String::as_str) == Some(revision)
     })
     .await
 }
@@ -153,18 +147,9 @@ fn kubectl(cluster: &TestCluster, args: &[&str]) -> Option<std::process::Output>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_a_hashed_replica_set_and_completes() {
-    let h = start().await;
-    let deploys: Api<Deployment> = h.api();
-    let rss: Api<ReplicaSet> = h.api();
+    let (h, deploys, rss) = start().await;
     let pods: Api<Pod> = h.api();
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 3, serde_json::json!({})),
-        )
-        .await
-        .unwrap();
-    let d = wait_complete(&deploys, "web").await;
+    let d = create_complete(&deploys, &deployment("web", 3, serde_json::json!({}))).await;
     let st = d.status.clone().unwrap();
     assert_eq!(
         (st.ready_replicas, st.unavailable_replicas.unwrap_or(0)),
@@ -197,25 +182,15 @@ async fn creates_a_hashed_replica_set_and_completes() {
         annotation(rs, "deployment.kubernetes.io/max-replicas").as_deref(),
         Some("4")
     );
-    let owner = &rs.owner_references()[0];
-    assert_eq!(
-        (
-            owner.kind.as_str(),
-            owner.controller,
-            owner.block_owner_deletion
-        ),
-        ("Deployment", Some(true), Some(true))
-    );
+    assert_eq!(controller_ref(rs).kind, "Deployment");
     let p = pods
         .list(&ListParams::default().labels(&format!("pod-template-hash={hash}")))
         .await
         .unwrap();
     assert_eq!(p.items.len(), 3);
 
-    let d = eventually(10, "conditions", || async {
-        let d = deploys.get("web").await.unwrap();
-        (condition(&d, "Progressing") == Some(("True".into(), "NewReplicaSetAvailable".into())))
-            .then_some(d)
+    let d = wait_until(&deploys, "web", 10, "conditions", |d| {
+        condition(d, "Progressing") == Some(("True".into(), "NewReplicaSetAvailable".into()))
     })
     .await;
     assert_eq!(
@@ -239,17 +214,7 @@ async fn creates_a_hashed_replica_set_and_completes() {
     );
 
     let want = format!("Scaled up replica set web-{hash} from 0 to 3");
-    eventually(10, "ScalingReplicaSet event", || async {
-        default_events(&h.client)
-            .await
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("ScalingReplicaSet")
-                    && e.message.as_deref() == Some(want.as_str())
-            })
-            .then_some(())
-    })
-    .await;
+    wait_event(&h.client, "web", 10, "ScalingReplicaSet", |m| m == want).await;
 
     if let Some(out) = kubectl(
         &h.cluster,
@@ -278,14 +243,8 @@ struct Bounds {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() {
-    let h = start().await;
-    let deploys: Api<Deployment> = h.api();
-    let rss: Api<ReplicaSet> = h.api();
-    deploys
-        .create(&PostParams::default(), &deployment("web", 3, rolling(1, 0)))
-        .await
-        .unwrap();
-    let d = wait_complete(&deploys, "web").await;
+    let (h, deploys, rss) = start().await;
+    let d = create_complete(&deploys, &deployment("web", 3, rolling(1, 0))).await;
     let first = owned_rs(&rss, &d).await.remove(0);
 
     // Watch sizes and readiness for the whole update.
@@ -340,12 +299,7 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
         .patch("web", &PatchParams::default(), &set_image("nginx:1.26"))
         .await
         .unwrap();
-    let d = eventually(15, "revision 2 complete", || async {
-        let d = deploys.get("web").await.unwrap();
-        (rollout_complete(&d) && d.annotations().get(REVISION).map(String::as_str) == Some("2"))
-            .then_some(d)
-    })
-    .await;
+    let d = wait_revision(&deploys, "web", "2", "revision 2 complete").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     rs_watch.abort();
     pod_watch.abort();
@@ -373,14 +327,7 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
         (3, Some("2"))
     );
     let want = format!("Scaled down replica set {} from 1 to 0", first.name_any());
-    eventually(10, "scale-down event", || async {
-        default_events(&h.client)
-            .await
-            .iter()
-            .any(|e| e.message.as_deref() == Some(want.as_str()))
-            .then_some(())
-    })
-    .await;
+    wait_event(&h.client, "web", 10, "ScalingReplicaSet", |m| m == want).await;
 
     // Roll back to revision 1: kubectl does it client-side, patching the
     // template back; without kubectl the test sends the same patch.
@@ -416,12 +363,7 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
                 .unwrap();
         }
     }
-    let d = eventually(15, "rollback complete", || async {
-        let d = deploys.get("web").await.unwrap();
-        (rollout_complete(&d) && d.annotations().get(REVISION).map(String::as_str) == Some("3"))
-            .then_some(d)
-    })
-    .await;
+    let d = wait_revision(&deploys, "web", "3", "rollback complete").await;
     let owned = owned_rs(&rss, &d).await;
     assert_eq!(
         owned.len(),
@@ -440,17 +382,13 @@ async fn rolling_update_stays_within_surge_and_unavailability_then_rolls_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_removes_old_pods_before_creating_new_ones() {
-    let h = start().await;
-    let deploys: Api<Deployment> = h.api();
+    let (h, deploys, _) = start().await;
     let pods: Api<Pod> = h.api();
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("db", 2, serde_json::json!({"type": "Recreate"})),
-        )
-        .await
-        .unwrap();
-    wait_complete(&deploys, "db").await;
+    create_complete(
+        &deploys,
+        &deployment("db", 2, serde_json::json!({"type": "Recreate"})),
+    )
+    .await;
 
     let mixed = Arc::new(Mutex::new(false));
     let m = mixed.clone();
@@ -483,12 +421,7 @@ async fn recreate_removes_old_pods_before_creating_new_ones() {
         .patch("db", &PatchParams::default(), &set_image("nginx:1.26"))
         .await
         .unwrap();
-    eventually(15, "recreate rollout", || async {
-        let d = deploys.get("db").await.unwrap();
-        (rollout_complete(&d) && d.annotations().get(REVISION).map(String::as_str) == Some("2"))
-            .then_some(())
-    })
-    .await;
+    wait_revision(&deploys, "db", "2", "recreate rollout").await;
     watch.abort();
     assert!(
         !*mixed.lock().unwrap(),
@@ -499,23 +432,12 @@ async fn recreate_removes_old_pods_before_creating_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_deployments_do_not_roll_out_until_resumed() {
-    let h = start().await;
-    let deploys: Api<Deployment> = h.api();
-    let rss: Api<ReplicaSet> = h.api();
-    deploys
-        .create(&PostParams::default(), &deployment("api", 2, rolling(1, 0)))
-        .await
-        .unwrap();
-    wait_complete(&deploys, "api").await;
-    let pause = |p: bool| Patch::Merge(serde_json::json!({"spec": {"paused": p}}));
-    deploys
-        .patch("api", &PatchParams::default(), &pause(true))
-        .await
-        .unwrap();
-    eventually(10, "paused condition", || async {
-        let d = deploys.get("api").await.unwrap();
-        (condition(&d, "Progressing") == Some(("Unknown".into(), "DeploymentPaused".into())))
-            .then_some(())
+    let (h, deploys, rss) = start().await;
+    create_complete(&deploys, &deployment("api", 2, rolling(1, 0))).await;
+    let pause = |p: bool| serde_json::json!({"spec": {"paused": p}});
+    merge_patch(&deploys, "api", pause(true)).await;
+    wait_until(&deploys, "api", 10, "paused condition", |d| {
+        condition(d, "Progressing") == Some(("Unknown".into(), "DeploymentPaused".into()))
     })
     .await;
     deploys
@@ -523,9 +445,10 @@ async fn paused_deployments_do_not_roll_out_until_resumed() {
         .await
         .unwrap();
     // The change is observed but not rolled out.
-    let d = eventually(10, "paused change observed", || async {
-        let d = deploys.get("api").await.unwrap();
-        (d.status.as_ref()?.observed_generation == d.metadata.generation).then_some(d)
+    let d = wait_until(&deploys, "api", 10, "paused change observed", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == d.metadata.generation)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -535,14 +458,12 @@ async fn paused_deployments_do_not_roll_out_until_resumed() {
         "no new replica set while paused"
     );
     // Scaling still works while paused.
-    deploys
-        .patch(
-            "api",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
-        )
-        .await
-        .unwrap();
+    merge_patch(
+        &deploys,
+        "api",
+        serde_json::json!({"spec": {"replicas": 3}}),
+    )
+    .await;
     eventually(10, "paused scale", || async {
         let d = deploys.get("api").await.unwrap();
         let rs = owned_rs(&rss, &d).await;
@@ -550,29 +471,18 @@ async fn paused_deployments_do_not_roll_out_until_resumed() {
     })
     .await;
 
-    deploys
-        .patch("api", &PatchParams::default(), &pause(false))
-        .await
-        .unwrap();
-    let d = eventually(15, "resumed rollout", || async {
-        let d = deploys.get("api").await.unwrap();
-        (rollout_complete(&d) && d.annotations().get(REVISION).map(String::as_str) == Some("2"))
-            .then_some(d)
-    })
-    .await;
+    merge_patch(&deploys, "api", pause(false)).await;
+    let d = wait_revision(&deploys, "api", "2", "resumed rollout").await;
     assert_eq!(owned_rs(&rss, &d).await.len(), 2);
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_and_history_limit() {
-    let h = start().await;
-    let deploys: Api<Deployment> = h.api();
-    let rss: Api<ReplicaSet> = h.api();
+    let (h, deploys, rss) = start().await;
     let mut d = deployment("hist", 1, rolling(1, 0));
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
-    deploys.create(&PostParams::default(), &d).await.unwrap();
-    wait_complete(&deploys, "hist").await;
+    create_complete(&deploys, &d).await;
     // Two image changes and a `kubectl rollout restart` (a template
     // annotation): four revisions, of which the current and one old stay.
     let restart = Patch::Strategic(
@@ -586,12 +496,7 @@ async fn restarts_and_history_limit() {
             .patch("hist", &PatchParams::default(), patch)
             .await
             .unwrap();
-        let want = (i + 2).to_string();
-        eventually(15, "revision complete", || async {
-            let d = deploys.get("hist").await.unwrap();
-            (rollout_complete(&d) && d.annotations().get(REVISION) == Some(&want)).then_some(())
-        })
-        .await;
+        wait_revision(&deploys, "hist", &(i + 2).to_string(), "revision complete").await;
     }
     let d = deploys.get("hist").await.unwrap();
     let owned = eventually(10, "history trimmed to 1 old replica set", || async {

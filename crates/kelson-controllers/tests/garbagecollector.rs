@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kelson_controllers::garbagecollector::{self, GcOptions};
 use kube::api::{Api, DeleteParams};
 
-use support::{clear_finalizers, create, eventually, Harness};
+use support::{clear_finalizers, create, eventually, wait_gone, wait_until, Harness};
 
 /// Starts the garbage collector with its default options.
 async fn start() -> Harness {
@@ -63,18 +63,14 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
     config_map(&cms, "unrelated", &[(&other, false)]).await;
 
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    eventually(15, "only-child deleted", || async {
-        cms.get_opt("only-child")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let shared = eventually(15, "shared-child loses its dangling reference", || async {
-        let cm = cms.get("shared-child").await.unwrap();
-        (owner_names(&cm) == ["other"]).then_some(cm)
-    })
+    wait_gone(&cms, "only-child", 15).await;
+    let shared = wait_until(
+        &cms,
+        "shared-child",
+        15,
+        "shared-child loses its dangling reference",
+        |cm| owner_names(cm) == ["other"],
+    )
     .await;
     assert!(shared.metadata.deletion_timestamp.is_none());
     assert!(cms.get_opt("unrelated").await.unwrap().is_some());
@@ -83,14 +79,7 @@ async fn background_deletion_removes_dependents_but_keeps_those_with_other_owner
     // A dependent created after its owner is gone is collected too.
     let gone = owner;
     config_map(&cms, "late-child", &[(&gone, false)]).await;
-    eventually(15, "late-child deleted", || async {
-        cms.get_opt("late-child")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&cms, "late-child", 15).await;
     h.stop().await;
 }
 
@@ -131,14 +120,7 @@ async fn foreground_deletion_removes_dependents_before_the_owner() {
     );
 
     clear_finalizers(&cms, "fg-held").await;
-    eventually(15, "owner deleted after its dependents", || async {
-        cms.get_opt("fg-owner")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&cms, "fg-owner", 15).await;
     assert!(cms.get_opt("fg-held").await.unwrap().is_none());
     h.stop().await;
 }
@@ -155,14 +137,7 @@ async fn orphan_deletion_keeps_dependents_without_the_reference() {
     cms.delete("or-owner", &DeleteParams::orphan())
         .await
         .unwrap();
-    eventually(15, "owner deleted", || async {
-        cms.get_opt("or-owner")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&cms, "or-owner", 15).await;
     let a = cms.get("or-a").await.unwrap();
     assert!(owner_names(&a).is_empty(), "{a:?}");
     assert!(a.metadata.deletion_timestamp.is_none());

@@ -12,7 +12,9 @@ use kelson_sim::{Sim, SimConfig};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use support::{create, eventually_every, pod_condition, Harness};
+use support::{
+    create, pod_condition, wait_gone_every, wait_terminating_every, wait_until_every, Harness,
+};
 
 /// Finer than the 500 ms heartbeat and monitor periods, so that waits end
 /// close to what they wait for.
@@ -94,9 +96,8 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     run_pod(&pods, "bystander", "sim-1", json!([])).await;
     run_pod(&pods, "victim", "sim-2", json!([])).await;
     for name in ["doomed", "patient", "stubborn", "bystander", "victim"] {
-        eventually_every(10, POLL, &format!("{name} ready"), || {
-            let pods = pods.clone();
-            async move { (ready(&pods.get(name).await.ok()?) == Some("True")).then_some(()) }
+        wait_until_every(&pods, name, 10, POLL, &format!("{name} ready"), |p| {
+            ready(p) == Some("True")
         })
         .await;
     }
@@ -120,20 +121,12 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
         .replace("sim-2", &PostParams::default(), &n2)
         .await
         .unwrap();
-    eventually_every(5, POLL, "victim deleted", || {
-        let pods = pods.clone();
-        async move { pods.get_opt("victim").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    wait_gone_every(&pods, "victim", 5, POLL).await;
 
     sim.stop_heartbeat("sim-0");
     let stopped = Instant::now();
-    let node = eventually_every(10, POLL, "sim-0 Unknown", || {
-        let nodes = nodes.clone();
-        async move {
-            let n = nodes.get("sim-0").await.ok()?;
-            (node_ready(&n)?.0 == "Unknown").then_some(n)
-        }
+    let node = wait_until_every(&nodes, "sim-0", 10, POLL, "sim-0 Unknown", |n| {
+        node_ready(n).is_some_and(|c| c.0 == "Unknown")
     })
     .await;
     assert!(
@@ -142,14 +135,10 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     );
     let cond = node_ready(&node).unwrap();
     assert_eq!(cond.1.as_deref(), Some("NodeStatusUnknown"));
-    let node = eventually_every(5, POLL, "unreachable taints", || {
-        let nodes = nodes.clone();
-        async move {
-            let n = nodes.get("sim-0").await.ok()?;
-            let t = taints(&n);
-            let want = |e: &str| t.contains(&(TAINT_UNREACHABLE.to_string(), e.to_string()));
-            (want("NoSchedule") && want("NoExecute")).then_some(n)
-        }
+    let node = wait_until_every(&nodes, "sim-0", 5, POLL, "unreachable taints", |n| {
+        let t = taints(n);
+        let want = |e: &str| t.contains(&(TAINT_UNREACHABLE.to_string(), e.to_string()));
+        want("NoSchedule") && want("NoExecute")
     })
     .await;
     let no_execute = node
@@ -164,18 +153,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     let tainted = Instant::now();
 
     // The untolerating pod goes at once, the patient one after its 2 s.
-    eventually_every(3, POLL, "doomed deleted", || {
-        let pods = pods.clone();
-        async move {
-            pods.get("doomed")
-                .await
-                .ok()?
-                .metadata
-                .deletion_timestamp
-                .map(|_| ())
-        }
-    })
-    .await;
+    wait_terminating_every(&pods, "doomed", 3, POLL).await;
     let p = pods.get("patient").await.unwrap();
     assert!(
         p.metadata.deletion_timestamp.is_none(),
@@ -186,14 +164,7 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
         Some("False"),
         "pods of a lost node are not ready"
     );
-    let p = eventually_every(6, POLL, "patient deleted", || {
-        let pods = pods.clone();
-        async move {
-            let p = pods.get("patient").await.ok()?;
-            p.metadata.deletion_timestamp.is_some().then_some(p)
-        }
-    })
-    .await;
+    let p = wait_terminating_every(&pods, "patient", 6, POLL).await;
     assert!(
         tainted.elapsed() >= Duration::from_millis(1500),
         "patient went too early"
@@ -215,24 +186,15 @@ async fn a_silent_node_is_tainted_evicted_and_recovers() {
     // Back to life: Ready, untainted; the deleted pods are finished off and
     // the survivor is ready again.
     sim.resume_heartbeat("sim-0");
-    eventually_every(10, POLL, "sim-0 recovers", || {
-        let nodes = nodes.clone();
-        async move {
-            let n = nodes.get("sim-0").await.ok()?;
-            (node_ready(&n)?.0 == "True" && taints(&n).is_empty()).then_some(())
-        }
+    wait_until_every(&nodes, "sim-0", 10, POLL, "sim-0 recovers", |n| {
+        node_ready(n).is_some_and(|c| c.0 == "True") && taints(n).is_empty()
     })
     .await;
     for name in ["doomed", "patient"] {
-        eventually_every(10, POLL, &format!("{name} gone"), || {
-            let pods = pods.clone();
-            async move { pods.get_opt(name).await.ok()?.is_none().then_some(()) }
-        })
-        .await;
+        wait_gone_every(&pods, name, 10, POLL).await;
     }
-    eventually_every(10, POLL, "stubborn ready again", || {
-        let pods = pods.clone();
-        async move { (ready(&pods.get("stubborn").await.ok()?) == Some("True")).then_some(()) }
+    wait_until_every(&pods, "stubborn", 10, POLL, "stubborn ready again", |p| {
+        ready(p) == Some("True")
     })
     .await;
 

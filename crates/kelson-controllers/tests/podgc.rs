@@ -9,7 +9,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kelson_controllers::podgc::{self, PodGcOptions};
 use kube::api::{Api, DeleteParams, PostParams};
 
-use support::{clear_finalizers, create_node, eventually, from_json, patch_pod_status, Harness};
+use support::{
+    clear_finalizers, create_node, from_json, patch_pod_status, wait_gone, wait_terminating,
+    wait_until, Harness,
+};
 
 fn pod(name: &str, node: Option<&str>, finalizers: &[&str]) -> Pod {
     let mut spec = serde_json::json!({"containers": [{"name": "c", "image": "busybox"}]});
@@ -64,19 +67,8 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
         .await
         .unwrap();
 
-    eventually(15, "orphaned pod deleted", || async {
-        pods.get_opt("orphan")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let held = eventually(15, "held orphan marked and deleted", || async {
-        let p = pods.get("orphan-held").await.unwrap();
-        p.metadata.deletion_timestamp.is_some().then_some(p)
-    })
-    .await;
+    wait_gone(&pods, "orphan", 15).await;
+    let held = wait_terminating(&pods, "orphan-held", 15).await;
     let status = held.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Failed"));
     let cond = status
@@ -93,10 +85,13 @@ async fn pods_of_missing_nodes_and_unscheduled_terminating_pods_go() {
     );
     assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
 
-    eventually(15, "unscheduled terminating pod marked failed", || async {
-        let p = pods.get("unscheduled").await.unwrap();
-        (p.status.and_then(|s| s.phase).as_deref() == Some("Failed")).then_some(())
-    })
+    wait_until(
+        &pods,
+        "unscheduled",
+        15,
+        "unscheduled terminating pod marked failed",
+        |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"),
+    )
     .await;
     let ok = pods.get("on-present").await.unwrap();
     assert!(
@@ -130,18 +125,8 @@ async fn terminated_pods_over_the_threshold_go_oldest_first() {
             .unwrap();
     }
     start_podgc(&mut h, 2);
-    eventually(
-        15,
-        "oldest terminated pod over the threshold deleted",
-        || async {
-            pods.get_opt("done-a")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    // The oldest terminated pod over the threshold goes.
+    wait_gone(&pods, "done-a", 15).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     for name in ["done-b", "done-c", "running"] {
         assert!(

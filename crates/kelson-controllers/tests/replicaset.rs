@@ -7,12 +7,15 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::ResourceExt;
 
-use support::{app_template, default_events, eventually, from_json, set_ready, Harness};
+use support::{
+    app_template, controller_ref, eventually, from_json, live_pods_matching, merge_patch,
+    set_ready, wait_events, wait_until, Harness,
+};
 
 /// Starts the ReplicaSet and ReplicationController controllers.
 async fn start() -> Harness {
@@ -28,23 +31,27 @@ async fn start() -> Harness {
     h
 }
 
-async fn pods_with(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
-    api.list(&ListParams::default().labels(selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
+/// Waits until the live pods matching `selector` number `n`, and returns
+/// them.
+async fn wait_pod_count(api: &Api<Pod>, selector: &str, n: usize) -> Vec<Pod> {
+    eventually(10, &format!("{n} pods with {selector}"), || async {
+        let p = live_pods_matching(api, selector).await;
+        (p.len() == n).then_some(p)
+    })
+    .await
 }
 
-async fn events_for(client: &Client, name: &str) -> Vec<(String, String)> {
-    default_events(client)
-        .await
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
+/// Waits until the status of ReplicaSet `name` satisfies `ok`.
+async fn wait_status(
+    rss: &Api<ReplicaSet>,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&ReplicaSet, &ReplicaSetStatus) -> bool,
+) -> ReplicaSet {
+    wait_until(rss, name, 10, what, |rs| {
+        rs.status.as_ref().is_some_and(|st| ok(rs, st))
+    })
+    .await
 }
 
 fn replica_set(name: &str, app: &str, replicas: i32) -> ReplicaSet {
@@ -68,38 +75,26 @@ async fn scales_up_then_down_deleting_the_least_valuable_pods() {
         .await
         .unwrap();
     let uid = rs.uid().unwrap();
-    eventually(10, "observedGeneration", || async {
-        let rs = rss.get("web").await.unwrap();
-        let st = rs.status?;
-        (st.observed_generation == rs.metadata.generation && st.replicas == 0).then_some(())
+    wait_status(&rss, "web", "observedGeneration", |rs, st| {
+        st.observed_generation == rs.metadata.generation && st.replicas == 0
     })
     .await;
 
-    let scale = |n: i32| Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
-    rss.patch("web", &PatchParams::default(), &scale(3))
-        .await
-        .unwrap();
-    let created = eventually(10, "3 pods", || async {
-        let p = pods_with(&pods, "app=web").await;
-        (p.len() == 3).then_some(p)
-    })
-    .await;
+    let scale = |n: i32| serde_json::json!({"spec": {"replicas": n}});
+    merge_patch(&rss, "web", scale(3)).await;
+    let created = wait_pod_count(&pods, "app=web", 3).await;
     for p in &created {
         assert!(p.name_any().starts_with("web-"), "{}", p.name_any());
         assert_eq!(p.metadata.generate_name.as_deref(), Some("web-"));
-        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        let owner = controller_ref(p);
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
             ("ReplicaSet", "web", uid.as_str())
         );
-        assert_eq!(
-            (owner.controller, owner.block_owner_deletion),
-            (Some(true), Some(true))
-        );
     }
     // No more than asked for, even after the controller looked again.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pods_with(&pods, "app=web").await.len(), 3);
+    assert_eq!(live_pods_matching(&pods, "app=web").await.len(), 3);
 
     // One pod ready for an hour, one just ready, one still pending: scaling
     // to 1 keeps the long-ready one.
@@ -112,27 +107,17 @@ async fn scales_up_then_down_deleting_the_least_valuable_pods() {
     )
     .await;
     set_ready(&pods, &names[1], now).await;
-    eventually(10, "2 ready replicas", || async {
-        let st = rss.get("web").await.unwrap().status?;
-        (st.ready_replicas == Some(2) && st.available_replicas == Some(2)).then_some(())
+    wait_status(&rss, "web", "2 ready replicas", |_, st| {
+        st.ready_replicas == Some(2) && st.available_replicas == Some(2)
     })
     .await;
-    rss.patch("web", &PatchParams::default(), &scale(1))
-        .await
-        .unwrap();
-    let left = eventually(10, "1 pod", || async {
-        let p = pods_with(&pods, "app=web").await;
-        (p.len() == 1).then_some(p)
-    })
-    .await;
+    merge_patch(&rss, "web", scale(1)).await;
+    let left = wait_pod_count(&pods, "app=web", 1).await;
     assert_eq!(left[0].name_any(), names[0]);
-    let rs = eventually(10, "status after scale-down", || async {
-        let rs = rss.get("web").await.unwrap();
-        let st = rs.status.clone()?;
-        (st.observed_generation == rs.metadata.generation
+    let rs = wait_status(&rss, "web", "status after scale-down", |rs, st| {
+        st.observed_generation == rs.metadata.generation
             && st.replicas == 1
-            && st.ready_replicas == Some(1))
-        .then_some(rs)
+            && st.ready_replicas == Some(1)
     })
     .await;
     let st = rs.status.unwrap();
@@ -142,11 +127,10 @@ async fn scales_up_then_down_deleting_the_least_valuable_pods() {
     );
     assert!(st.conditions.is_none(), "{:?}", st.conditions);
 
-    let events = eventually(10, "events", || async {
-        let e = events_for(&h.client, "web").await;
+    let events = wait_events(&h.client, "web", 10, "events", |e| {
         let creates = e.iter().filter(|(r, _)| r == "SuccessfulCreate").count();
         let deletes = e.iter().filter(|(r, _)| r == "SuccessfulDelete").count();
-        (creates == 3 && deletes == 2).then_some(e)
+        creates == 3 && deletes == 2
     })
     .await;
     for n in &names {
@@ -189,33 +173,28 @@ async fn adopts_matching_orphans_releases_mismatches_and_replaces_deleted_pods()
         .unwrap();
     let uid = rs.uid().unwrap();
     let owned = eventually(10, "orphan adopted plus one created", || async {
-        let p = pods_with(&pods, "app=api").await;
+        let p = live_pods_matching(&pods, "app=api").await;
         let stray = p.iter().find(|p| p.name_any() == "stray")?;
         let refs = stray.metadata.owner_references.clone()?;
         (p.len() == 2 && refs.len() == 1 && refs[0].uid == uid).then_some(p)
     })
     .await;
     let stray = owned.iter().find(|p| p.name_any() == "stray").unwrap();
-    let r = &stray.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(
-        (r.controller, r.block_owner_deletion),
-        (Some(true), Some(true))
-    );
+    controller_ref(stray);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        pods_with(&pods, "app=api").await.len(),
+        live_pods_matching(&pods, "app=api").await.len(),
         2,
         "the adopted pod counts"
     );
 
     // Relabelled out of the selector: released, and replaced.
-    pods.patch(
+    merge_patch(
+        &pods,
         "stray",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"app": "elsewhere"}}})),
+        serde_json::json!({"metadata": {"labels": {"app": "elsewhere"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     eventually(10, "release and replacement", || async {
         let stray = pods.get("stray").await.unwrap();
         let released = stray
@@ -223,12 +202,12 @@ async fn adopts_matching_orphans_releases_mismatches_and_replaces_deleted_pods()
             .owner_references
             .as_ref()
             .is_none_or(|r| r.is_empty());
-        (released && pods_with(&pods, "app=api").await.len() == 2).then_some(())
+        (released && live_pods_matching(&pods, "app=api").await.len() == 2).then_some(())
     })
     .await;
 
     // A deleted pod is replaced by a new one.
-    let before: BTreeSet<String> = pods_with(&pods, "app=api")
+    let before: BTreeSet<String> = live_pods_matching(&pods, "app=api")
         .await
         .iter()
         .map(|p| p.name_any())
@@ -238,7 +217,7 @@ async fn adopts_matching_orphans_releases_mismatches_and_replaces_deleted_pods()
         .await
         .unwrap();
     let after = eventually(10, "replacement pod", || async {
-        let now: BTreeSet<String> = pods_with(&pods, "app=api")
+        let now: BTreeSet<String> = live_pods_matching(&pods, "app=api")
             .await
             .iter()
             .map(|p| p.name_any())
@@ -268,11 +247,7 @@ async fn replication_controllers_keep_their_replicas() {
     )
     .await
     .unwrap();
-    let created = eventually(10, "2 pods", || async {
-        let p = pods_with(&pods, "app=legacy").await;
-        (p.len() == 2).then_some(p)
-    })
-    .await;
+    let created = wait_pod_count(&pods, "app=legacy", 2).await;
     for p in &created {
         set_ready(&pods, &p.name_any(), jiff::Timestamp::now()).await;
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
@@ -281,14 +256,13 @@ async fn replication_controllers_keep_their_replicas() {
             ("v1", "ReplicationController")
         );
     }
-    eventually(10, "RC status", || async {
-        let rc = rcs.get("legacy").await.unwrap();
-        let st = rc.status?;
-        (st.replicas == 2
-            && st.ready_replicas == Some(2)
-            && st.available_replicas == Some(2)
-            && st.observed_generation == rc.metadata.generation)
-            .then_some(())
+    wait_until(&rcs, "legacy", 10, "RC status", |rc| {
+        rc.status.as_ref().is_some_and(|st| {
+            st.replicas == 2
+                && st.ready_replicas == Some(2)
+                && st.available_replicas == Some(2)
+                && st.observed_generation == rc.metadata.generation
+        })
     })
     .await;
     h.stop().await;

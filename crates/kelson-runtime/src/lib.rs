@@ -12,6 +12,7 @@
 //!   tests.
 
 pub mod client;
+pub mod duration;
 pub mod events;
 pub mod leader;
 #[cfg(feature = "testing")]
@@ -20,6 +21,7 @@ pub mod testing;
 pub use client::{
     client_from_kubeconfig, client_from_kubeconfig_yaml, client_from_pem, ClientError,
 };
+pub use duration::parse_go_duration;
 pub use events::{EventType, Recorder};
 pub use leader::{LeaderElectionConfig, LeaderElector, Outcome};
 pub use tokio_util::sync::CancellationToken;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::selectors::SpreadSelectors;
 use crate::types::{NamespaceLabels, NodeInfo, PodInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct Cache {
     generation: u64,
     namespaces: Arc<NamespaceLabels>,
     namespaces_changed: bool,
+    spread_selectors: Arc<SpreadSelectors>,
+    spread_selectors_changed: bool,
 }
 
 impl Cache {
@@ -188,8 +191,22 @@ impl Cache {
         self.namespaces_changed = true;
     }
 
+    pub fn set_spread_selector(
+        &mut self,
+        namespace: &str,
+        id: &str,
+        selector: Option<crate::selectors::LabelSelector>,
+    ) {
+        Arc::make_mut(&mut self.spread_selectors).set(namespace, id, selector);
+        self.spread_selectors_changed = true;
+    }
+
     /// Brings `snap` up to date, copying only nodes changed since the last call.
     pub fn update_snapshot(&mut self, snap: &mut Snapshot) {
+        if self.spread_selectors_changed {
+            snap.spread_selectors = self.spread_selectors.clone();
+            self.spread_selectors_changed = false;
+        }
         if self.namespaces_changed {
             snap.namespaces = self.namespaces.clone();
             self.namespaces_changed = false;
@@ -262,6 +279,8 @@ pub struct Snapshot {
     /// Indexes of nodes with at least one pod with required anti-affinity.
     pub with_required_anti_affinity: Vec<usize>,
     pub namespaces: Arc<NamespaceLabels>,
+    /// Selectors for the system-default topology spread constraints.
+    pub spread_selectors: Arc<SpreadSelectors>,
     pub generation: u64,
 }
 

@@ -17,10 +17,23 @@ pub enum SchedulerInput {
     NodeUpsert(Node),
     NodeDelete(String),
     PdbUpsert(PodDisruptionBudget),
-    PdbDelete { namespace: String, name: String },
+    PdbDelete {
+        namespace: String,
+        name: String,
+    },
     NamespaceUpsert(Namespace),
     NamespaceDelete(String),
-    BindingFailed { pod: Pod, message: String },
+    /// A Service's, ReplicationController's, ReplicaSet's or StatefulSet's
+    /// selector (None: the object is gone), for default spreading.
+    SpreadSelector {
+        namespace: String,
+        id: String,
+        selector: Option<crate::selectors::LabelSelector>,
+    },
+    BindingFailed {
+        pod: Pod,
+        message: String,
+    },
 }
 
 impl<E: SchedulerEffects> Scheduler<E> {
@@ -34,6 +47,11 @@ impl<E: SchedulerEffects> Scheduler<E> {
             SchedulerInput::PdbDelete { namespace, name } => self.on_pdb_delete(&namespace, &name),
             SchedulerInput::NamespaceUpsert(n) => self.on_namespace_upsert(&n),
             SchedulerInput::NamespaceDelete(n) => self.on_namespace_delete(&n),
+            SchedulerInput::SpreadSelector {
+                namespace,
+                id,
+                selector,
+            } => self.on_spread_selector(&namespace, &id, selector),
             SchedulerInput::BindingFailed { pod, message } => {
                 self.on_binding_failed(&pod, &message)
             }

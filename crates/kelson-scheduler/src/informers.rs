@@ -9,10 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::serde::de::DeserializeOwned;
+use k8s_openapi::Resource as _;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::SchedulerInput;
+use crate::selectors::LabelSelector;
 
 /// A watched kind and how its events become scheduler inputs.
 pub trait Watched:
@@ -110,6 +113,55 @@ impl Watched for Namespace {
         SchedulerInput::NamespaceDelete(key.to_string())
     }
 }
+
+/// The kinds whose selectors feed default spreading: only the selector is
+/// passed on.
+macro_rules! spread_source {
+    ($kind:ty, |$o:ident| $selector:expr) => {
+        impl Watched for $kind {
+            fn upsert(self) -> SchedulerInput {
+                let $o = &self;
+                let selector = $selector;
+                SchedulerInput::SpreadSelector {
+                    namespace: self.metadata.namespace.clone().unwrap_or_default(),
+                    id: format!(
+                        "{}/{}",
+                        <$kind>::KIND,
+                        self.metadata.name.as_deref().unwrap_or("")
+                    ),
+                    selector: Some(selector),
+                }
+            }
+            fn deleted(self) -> SchedulerInput {
+                Self::gone(&self.key(), "")
+            }
+            fn gone(key: &str, _: &str) -> SchedulerInput {
+                let (ns, name) = split_key(key);
+                SchedulerInput::SpreadSelector {
+                    namespace: ns.to_string(),
+                    id: format!("{}/{name}", <$kind>::KIND),
+                    selector: None,
+                }
+            }
+        }
+    };
+}
+
+spread_source!(Service, |o| LabelSelector::from_map(
+    o.spec.as_ref().and_then(|s| s.selector.as_ref())
+));
+spread_source!(ReplicationController, |o| LabelSelector::from_map(
+    o.spec.as_ref().and_then(|s| s.selector.as_ref())
+));
+// An invalid selector selects nothing, as upstream's listers treat it.
+spread_source!(ReplicaSet, |o| LabelSelector::compile(
+    o.spec.as_ref().map(|s| &s.selector)
+)
+.unwrap_or_else(|_| LabelSelector::nothing()));
+spread_source!(StatefulSet, |o| LabelSelector::compile(
+    o.spec.as_ref().map(|s| &s.selector)
+)
+.unwrap_or_else(|_| LabelSelector::nothing()));
 
 /// What one watch has delivered (key → uid), turning watcher events into
 /// inputs with relist deletions filled in.

@@ -16,7 +16,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kelson_runtime::events::RecorderOptions;
 use kelson_runtime::Recorder;
@@ -128,6 +129,35 @@ pub async fn run(
         ),
         start_feed(
             Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            &tx,
+            &stop,
+            &mut synced,
+        ),
+        // Default topology spreading selects by these owners' selectors.
+        start_feed(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            &tx,
+            &stop,
+            &mut synced,
+        ),
+        start_feed(
+            Api::<ReplicationController>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            &tx,
+            &stop,
+            &mut synced,
+        ),
+        start_feed(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            &tx,
+            &stop,
+            &mut synced,
+        ),
+        start_feed(
+            Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default().any_semantic(),
             &tx,
             &stop,

@@ -451,6 +451,17 @@ impl<E: SchedulerEffects> Scheduler<E> {
             .move_on_event(ClusterEvent::new(EventResource::Other, action::ALL));
     }
 
+    /// No requeue: default spreading only scores, it never made a pod
+    /// unschedulable.
+    pub fn on_spread_selector(
+        &mut self,
+        namespace: &str,
+        id: &str,
+        selector: Option<crate::selectors::LabelSelector>,
+    ) {
+        self.cache.set_spread_selector(namespace, id, selector);
+    }
+
     pub fn on_namespace_delete(&mut self, name: &str) {
         self.cache.set_namespace_labels(name, None);
     }

@@ -1,7 +1,7 @@
 //! Label selectors, node selectors and taint tolerations, compiled once per
 //! pod so the per-node checks do no parsing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiLabelSelector;
@@ -129,6 +129,30 @@ impl LabelSelector {
             nothing: false,
             reqs,
         })
+    }
+
+    /// A Service's or ReplicationController's map selector; an empty one
+    /// selects nothing here (upstream's DefaultSelector skips those).
+    pub fn from_map(map: Option<&Labels>) -> LabelSelector {
+        match map {
+            Some(m) if !m.is_empty() => LabelSelector {
+                nothing: false,
+                reqs: m
+                    .iter()
+                    .map(|(k, v)| Requirement {
+                        key: k.clone(),
+                        op: Op::In(vec![v.clone()]),
+                    })
+                    .collect(),
+            },
+            _ => LabelSelector::nothing(),
+        }
+    }
+
+    /// Narrows this selector by every requirement of `other`.
+    pub fn and(&mut self, other: &LabelSelector) {
+        self.nothing |= other.nothing;
+        self.reqs.extend(other.reqs.iter().cloned());
     }
 
     /// Adds `key in (value)` (topology spread's matchLabelKeys).
@@ -381,5 +405,58 @@ mod tests {
             ..eq
         };
         assert!(!tolerates(&other_effect, &taint));
+    }
+}
+
+/// The selectors of the Services, ReplicationControllers, ReplicaSets and
+/// StatefulSets of each namespace: what upstream's DefaultSelector combines
+/// into the selector of the system-default topology spread constraints.
+#[derive(Debug, Default, Clone)]
+pub struct SpreadSelectors {
+    by_namespace: HashMap<String, HashMap<String, LabelSelector>>,
+}
+
+impl SpreadSelectors {
+    /// Sets (or with None removes) the selector of object `id` ("Kind/name").
+    pub fn set(&mut self, namespace: &str, id: &str, selector: Option<LabelSelector>) {
+        match selector {
+            Some(s) => {
+                self.by_namespace
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .insert(id.to_string(), s);
+            }
+            None => {
+                if let Some(m) = self.by_namespace.get_mut(namespace) {
+                    m.remove(id);
+                    if m.is_empty() {
+                        self.by_namespace.remove(namespace);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every selector of `namespace` that selects `labels`, ANDed; None when
+    /// none does (then the pod gets no default constraints).
+    pub fn default_selector(
+        &self,
+        namespace: &str,
+        labels: Option<&Labels>,
+    ) -> Option<LabelSelector> {
+        let mut combined: Option<LabelSelector> = None;
+        let mut ids: Vec<_> = self.by_namespace.get(namespace)?.iter().collect();
+        // A stable order keeps the combined requirement list deterministic.
+        ids.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, sel) in ids {
+            if sel.nothing || sel.is_empty() || !sel.matches(labels) {
+                continue;
+            }
+            match &mut combined {
+                Some(c) => c.and(sel),
+                None => combined = Some(sel.clone()),
+            }
+        }
+        combined
     }
 }

@@ -10,7 +10,6 @@
 //! state — no task per node.
 
 pub mod cidr;
-mod duration;
 mod node;
 mod pods;
 
@@ -31,9 +30,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cidr::Cidr;
-pub use crate::duration::parse_go_duration;
 pub use crate::node::{KUBELET_VERSION, LEASE_NAMESPACE};
 pub use crate::pods::EXIT_AFTER_ANNOTATION;
+pub use kelson_runtime::parse_go_duration;
 
 /// A node annotation: "true" makes the sim stop heartbeating for that node
 /// (no Lease renewals, no status, no pod updates), as a failed node would.
@@ -1000,7 +999,7 @@ impl PodLoop {
             }
             pods::Plan::Exit => {
                 let patch = pods::exited_status(&pod, now);
-                if patch["status"]["phase"] == "Succeeded" {
+                if patch["status"]["phase"] == "Succeeded" || patch["status"]["phase"] == "Failed" {
                     let ip = self.pods.get_mut(&key).and_then(|e| e.ip.take());
                     self.release(idx, ip);
                 }

@@ -9,12 +9,23 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 use serde_json::{json, Value};
 
-use crate::duration::parse_go_duration;
 use crate::node::{fake_digest, time};
+use kelson_runtime::parse_go_duration;
 
 /// A pod with this annotation (a Go duration) ends its containers with
 /// exit code 0 that long after they started.
 pub const EXIT_AFTER_ANNOTATION: &str = "kelson.dev/sim-exit-after";
+/// The exit code those containers end with (default 0): a failing Job.
+pub const EXIT_CODE_ANNOTATION: &str = "kelson.dev/sim-exit-code";
+
+fn exit_code(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXIT_CODE_ANNOTATION))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
 /// Exit code of a container killed at once (128 + SIGKILL).
 const KILLED_EXIT_CODE: i32 = 137;
 
@@ -385,9 +396,12 @@ fn restart_policy(pod: &Pod) -> &str {
 /// with restartPolicy Always they start again (restartCount + 1), otherwise
 /// the pod has Succeeded.
 pub fn exited_status(pod: &Pod, now: Timestamp) -> Value {
-    if restart_policy(pod) == "Always" {
+    let code = exit_code(pod);
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let policy = restart_policy(pod);
+    if policy == "Always" || (policy == "OnFailure" && code != 0) {
         let ts = time(now);
-        let containers: Vec<Value> = terminated_containers(pod, 0, "Completed", now)
+        let containers: Vec<Value> = terminated_containers(pod, code, reason, now)
             .into_iter()
             .map(|mut c| {
                 let restarts = c["restartCount"].as_i64().unwrap_or(0) + 1;
@@ -403,26 +417,26 @@ pub fn exited_status(pod: &Pod, now: Timestamp) -> Value {
             .collect();
         return json!({"status": {"containerStatuses": containers}});
     }
+    let (phase, pod_reason) = if code == 0 {
+        ("Succeeded", "PodCompleted")
+    } else {
+        ("Failed", "PodFailed")
+    };
     let conds = kubelet_conditions(
         pod,
         &[
             ("PodReadyToStartContainers", "False", None, None),
             ("Initialized", "True", Some("PodCompleted".into()), None),
-            ("Ready", "False", Some("PodCompleted".into()), None),
-            (
-                "ContainersReady",
-                "False",
-                Some("PodCompleted".into()),
-                None,
-            ),
+            ("Ready", "False", Some(pod_reason.into()), None),
+            ("ContainersReady", "False", Some(pod_reason.into()), None),
             scheduled(),
         ],
         now,
     );
     json!({"status": {
-        "phase": "Succeeded",
+        "phase": phase,
         "conditions": conds,
-        "containerStatuses": terminated_containers(pod, 0, "Completed", now),
+        "containerStatuses": terminated_containers(pod, code, reason, now),
     }})
 }
 

@@ -3,9 +3,50 @@
 //! only while it holds its Lease.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use kelson_runtime::{CancellationToken, LeaderElectionConfig, LeaderElector, Outcome};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    kelson_runtime::parse_go_duration(s).ok_or_else(|| format!("invalid duration {s:?}"))
+}
+
+/// Leader election timing, with upstream's flag names and defaults.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LeaderElectionArgs {
+    /// How long a Lease holds without renewal before others may take it
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps retrying a renewal before it gives up
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How long candidates wait between tries
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+impl LeaderElectionArgs {
+    fn config(&self) -> LeaderElectionConfig {
+        LeaderElectionConfig {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+            release_on_cancel: true,
+        }
+    }
+}
+
+impl Default for LeaderElectionArgs {
+    fn default() -> Self {
+        let d = LeaderElectionConfig::default();
+        LeaderElectionArgs {
+            leader_elect_lease_duration: d.lease_duration,
+            leader_elect_renew_deadline: d.renew_deadline,
+            leader_elect_retry_period: d.retry_period,
+        }
+    }
+}
 
 /// `kelson controller-manager`
 #[derive(clap::Args)]
@@ -16,6 +57,20 @@ pub struct ControllerManagerArgs {
     /// Take the kube-system/kube-controller-manager Lease before acting
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    #[command(flatten)]
+    pub election: LeaderElectionArgs,
+    /// How long a node may go without a heartbeat before it is marked unhealthy
+    #[arg(long, default_value = "50s", value_parser = duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub node_monitor_period: Duration,
+    /// How long a node that never reported may take before it is marked unhealthy
+    #[arg(long, default_value = "1m", value_parser = duration)]
+    pub node_startup_grace_period: Duration,
+    /// Nodes per second tainted for eviction in a healthy zone
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f32,
     /// CA certificate published to every namespace as kube-root-ca.crt
     /// [default: the kubeconfig's certificate authority]
     #[arg(long)]
@@ -34,6 +89,8 @@ pub struct SchedulerArgs {
     /// Take the kube-system/kube-scheduler Lease before acting
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    #[command(flatten)]
+    pub election: LeaderElectionArgs,
 }
 
 /// The kubeconfig's current cluster CA, as PEM.
@@ -63,6 +120,7 @@ fn kubeconfig_ca(path: &std::path::Path) -> anyhow::Result<String> {
 async fn elect_and_run<F, Fut>(
     client: &kube::Client,
     lease: &str,
+    election: &LeaderElectionArgs,
     shutdown: &CancellationToken,
     work: F,
 ) -> anyhow::Result<Outcome>
@@ -75,10 +133,7 @@ where
         kelson_runtime::leader::LEASE_NAMESPACE,
         lease,
         kelson_runtime::leader::default_identity(),
-        LeaderElectionConfig {
-            release_on_cancel: true,
-            ..Default::default()
-        },
+        election.config(),
     )?;
     Ok(elector.run(shutdown, work).await)
 }
@@ -105,7 +160,15 @@ async fn run_in_server<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     while !shutdown.is_cancelled() {
-        match elect_and_run(&client, lease, &shutdown, &work).await {
+        match elect_and_run(
+            &client,
+            lease,
+            &LeaderElectionArgs::default(),
+            &shutdown,
+            &work,
+        )
+        .await
+        {
             Ok(Outcome::LostLease) => tracing::warn!("{name} lost its lease; campaigning again"),
             Ok(_) => {}
             Err(e) => {
@@ -135,6 +198,13 @@ pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<(
     let options = kelson_controllers::Options {
         root_ca_pem,
         cluster_cidr: args.cluster_cidr.clone(),
+        node_lifecycle: kelson_controllers::nodelifecycle::NodeLifecycleOptions {
+            grace_period: args.node_monitor_grace_period,
+            monitor_period: args.node_monitor_period,
+            startup_grace_period: args.node_startup_grace_period,
+            eviction_rate: args.node_eviction_rate,
+            ..Default::default()
+        },
     };
     let client =
         kelson_runtime::client_from_kubeconfig(&args.kubeconfig, "kelson-controller-manager")
@@ -146,7 +216,7 @@ pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<(
     }
     let lease = kelson_runtime::leader::CONTROLLER_MANAGER_LEASE;
     standalone_outcome(
-        elect_and_run(&client.clone(), lease, &shutdown, |token| {
+        elect_and_run(&client.clone(), lease, &args.election, &shutdown, |token| {
             kelson_controllers::run_all(client, options, token)
         })
         .await?,
@@ -183,7 +253,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     }
     let lease = kelson_runtime::leader::SCHEDULER_LEASE;
     standalone_outcome(
-        elect_and_run(&client.clone(), lease, &shutdown, |token| {
+        elect_and_run(&client.clone(), lease, &args.election, &shutdown, |token| {
             scheduler_work(client, token)
         })
         .await?,

@@ -177,6 +177,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let options = kelson_controllers::Options {
             root_ca_pem: api.pki.ca.cert_pem.clone(),
             cluster_cidr: args.cluster_cidr.clone(),
+            ..Default::default()
         };
         Some(tokio::spawn(
             crate::components::controller_manager_in_server(

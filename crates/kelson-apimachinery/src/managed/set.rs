@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use crate::labels::go_quote;
+
 /// One step of a path.
 #[derive(Debug, Clone)]
 pub enum PathElement {
@@ -132,27 +134,6 @@ fn go_float(f: f64) -> String {
     } else {
         format!("{f}")
     }
-}
-
-/// Go's `%q`: a double-quoted string with Go escapes.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// upstream `value.Compare`: numbers (int and float compared numerically) <

@@ -88,7 +88,13 @@ fn replicated(out: &mut Vec<Cause>, spec: &Value, what: &str, kind: &str) {
             ));
         }
     }
-    pod_template(out, t, "spec.template");
+    if kind == "StatefulSet" {
+        // Pods of a StatefulSet mount its volumeClaimTemplates by name: the
+        // template is checked as the pods the controller makes will be.
+        pod_template(out, &with_claim_volumes(t, spec), "spec.template");
+    } else {
+        pod_template(out, t, "spec.template");
+    }
     let ts = t.get("spec").unwrap_or(&Value::Null);
     if st(ts, "restartPolicy") != "Always" {
         out.push(not_supported(
@@ -109,6 +115,39 @@ fn replicated(out: &mut Vec<Cause>, spec: &Value, what: &str, kind: &str) {
         ));
     }
     nonneg(out, spec, "revisionHistoryLimit", "spec");
+}
+
+/// `template` plus a persistentVolumeClaim volume for each of the set's
+/// volumeClaimTemplates the template does not already name.
+fn with_claim_volumes(template: &Value, spec: &Value) -> Value {
+    let mut t = template.clone();
+    let claims: Vec<String> = arr(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .map(String::from)
+        .collect();
+    if claims.is_empty() {
+        return t;
+    }
+    if let Some(ps) = t.get_mut("spec").and_then(Value::as_object_mut) {
+        let volumes = ps
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(list) = volumes.as_array_mut() {
+            for name in claims {
+                if !list
+                    .iter()
+                    .any(|v| v.get("name").and_then(Value::as_str) == Some(&name))
+                {
+                    list.push(serde_json::json!({
+                        "name": name,
+                        "persistentVolumeClaim": {"claimName": name}
+                    }));
+                }
+            }
+        }
+    }
+    t
 }
 
 /// Renders an IntOrString the way its Go `String()` does.

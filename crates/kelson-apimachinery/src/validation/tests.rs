@@ -510,6 +510,21 @@ fn jobs_cronjobs_statefulsets() {
     new["spec"]["serviceName"] = json!("other");
     let c = validate("apps", "v1", "StatefulSet", &new, Some(&old));
     assert_eq!(c[0].message, "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden");
+
+    // Containers may mount the set's volumeClaimTemplates, and only those.
+    let mut claims = old.clone();
+    claims["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "www", "mountPath": "/www"}]);
+    claims["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "www"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+    apply("apps", "v1", "StatefulSet", &mut claims);
+    assert!(validate("apps", "v1", "StatefulSet", &claims, None).is_empty());
+    claims["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!("nope");
+    let c = validate("apps", "v1", "StatefulSet", &claims, None);
+    assert_eq!(
+        c[0].field,
+        "spec.template.spec.containers[0].volumeMounts[0].name"
+    );
 }
 
 #[test]

@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+use crate::history::{fnv1a_32, safe_encode, FNV_OFFSET};
+
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 pub const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
 pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
@@ -151,31 +153,14 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
     fenceposts(d).1.min(desired(d))
 }
 
-fn fnv32a(bytes: &[u8], mut hash: u32) -> u32 {
-    for b in bytes {
-        hash ^= u32::from(*b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-/// Upstream's rand.SafeEncodeString: digits mapped onto consonants and
-/// digits that cannot spell words, a safe label value and name suffix.
-fn safe_encode(s: &str) -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes()
-        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
-        .collect()
-}
-
 /// The pod-template-hash: fnv32a over the template's JSON (upstream hashes
 /// its Go dump, so the numbers differ, but it is as stable) and the
 /// collision count, printed in decimal and safe-encoded.
 pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let json = serde_json::to_vec(template).unwrap_or_default();
-    let mut h = fnv32a(&json, 0x811c_9dc5);
+    let mut h = fnv1a_32(&json, FNV_OFFSET);
     if let Some(c) = collision_count {
-        h = fnv32a(&(c as u32).to_le_bytes(), h);
+        h = fnv1a_32(&(c as u32).to_le_bytes(), h);
     }
     safe_encode(&h.to_string())
 }

@@ -37,6 +37,41 @@ struct Constraint {
     honor_node_taints: bool,
 }
 
+/// Upstream's system defaults (kube-scheduler's `defaultingType: System`):
+/// soft spreading over hosts and zones by the selectors of the pod's
+/// Services, ReplicationControllers, ReplicaSets and StatefulSets. Applied
+/// only to pods without constraints of their own.
+const SYSTEM_DEFAULTS: [(&str, i64); 2] = [(LABEL_HOSTNAME, 3), (LABEL_ZONE, 5)];
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
+fn system_default_constraints(pod: &PodInfo, snap: &Snapshot) -> Vec<Constraint> {
+    let Some(selector) = snap
+        .spread_selectors
+        .default_selector(&pod.namespace, pod.labels())
+    else {
+        return Vec::new();
+    };
+    SYSTEM_DEFAULTS
+        .iter()
+        .map(|(key, skew)| Constraint {
+            max_skew: *skew,
+            topology_key: key.to_string(),
+            selector: selector.clone(),
+            min_domains: 1,
+            honor_node_affinity: true,
+            honor_node_taints: false,
+        })
+        .collect()
+}
+
+fn has_own_constraints(pod: &PodInfo) -> bool {
+    pod.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty())
+}
+
 fn constraints(pod: &PodInfo, when: &str) -> Result<Vec<Constraint>, SelectorError> {
     let mut out = Vec::new();
     let spec = pod.pod.spec.as_ref();
@@ -266,22 +301,35 @@ impl PreScorePlugin for PodTopologySpread {
         filtered: &[Arc<NodeInfo>],
         snap: &Snapshot,
     ) -> Status {
-        let cs = match constraints(pod, "ScheduleAnyway") {
-            Ok(cs) if cs.is_empty() => return Status::skip(),
-            Ok(cs) => cs,
-            Err(e) => return Status::error(e.to_string()),
+        let system_defaulted = !has_own_constraints(pod);
+        let cs = if system_defaulted {
+            system_default_constraints(pod, snap)
+        } else {
+            match constraints(pod, "ScheduleAnyway") {
+                Ok(cs) => cs,
+                Err(e) => return Status::error(e.to_string()),
+            }
         };
+        if cs.is_empty() {
+            return Status::skip();
+        }
+        // A pod's own constraints need nodes with every key; the defaults
+        // count each key where nodes have it (upstream's
+        // requireAllTopologies).
+        let require_all = !system_defaulted;
         let affinity = RequiredNodeAffinity::from_pod(pod);
         let mut ignored = HashSet::new();
         let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); cs.len()];
         let mut pair_counts = HashMap::new();
         for node in filtered {
-            if !has_all_keys(node, &cs) {
+            if require_all && !has_all_keys(node, &cs) {
                 ignored.insert(node.name.clone());
                 continue;
             }
             for (i, c) in cs.iter().enumerate() {
-                let v = node.label(&c.topology_key).unwrap_or("");
+                let Some(v) = node.label(&c.topology_key) else {
+                    continue;
+                };
                 if c.topology_key == LABEL_HOSTNAME {
                     continue;
                 }
@@ -304,7 +352,7 @@ impl PreScorePlugin for PodTopologySpread {
             .collect();
         if !pair_counts.is_empty() {
             for node in &snap.nodes {
-                if !has_all_keys(node, &cs) {
+                if require_all && !has_all_keys(node, &cs) {
                     continue;
                 }
                 for c in &cs {
@@ -396,7 +444,9 @@ mod tests {
     use super::*;
     use crate::cache::Cache;
     use crate::framework::Code;
+    use crate::selectors::LabelSelector;
     use crate::testutil::{node, pod};
+    use std::collections::BTreeMap;
 
     fn snapshot(
         nodes: Vec<k8s_openapi::api::core::v1::Node>,
@@ -502,5 +552,78 @@ mod tests {
             PodTopologySpread.remove_pod(&mut st, &p, &victim, &a1);
         }
         assert!(PodTopologySpread.filter(&st, &p, &a1).is_success());
+    }
+
+    fn zoned_cluster() -> Snapshot {
+        let mut cache = Cache::new();
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+            cache.add_or_update_node(
+                node(n)
+                    .label(LABEL_ZONE, z)
+                    .label(LABEL_HOSTNAME, n)
+                    .build(),
+            );
+        }
+        for (p, n) in [("w1", "a1"), ("w2", "a1"), ("w3", "a2")] {
+            let pod = pod(p).label("app", "web").node(n).build();
+            cache.add_or_update_pod(Arc::new(PodInfo::new(Arc::new(pod))));
+        }
+        let map = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        cache.set_spread_selector(
+            "default",
+            "ReplicaSet/web",
+            Some(LabelSelector::from_map(Some(&map))),
+        );
+        let mut snap = Snapshot::default();
+        cache.update_snapshot(&mut snap);
+        snap
+    }
+
+    fn scores(snap: &Snapshot, p: &PodInfo) -> Option<Vec<i64>> {
+        let mut st = CycleState::new();
+        let status = PodTopologySpread.pre_score(&mut st, p, &snap.nodes, snap);
+        if status.code == Code::Skip {
+            return None;
+        }
+        let mut s: Vec<i64> = snap
+            .nodes
+            .iter()
+            .map(|n| PodTopologySpread.score(&st, p, n).unwrap())
+            .collect();
+        PodTopologySpread.normalize(&st, p, &snap.nodes, &mut s);
+        Some(s)
+    }
+
+    #[test]
+    fn system_defaults_spread_pods_of_one_owner_over_hosts_and_zones() {
+        let snap = zoned_cluster();
+        let p = PodInfo::new(Arc::new(pod("w4").label("app", "web").build()));
+        let s = scores(&snap, &p).expect("default constraints apply");
+        let by_name: HashMap<&str, i64> = snap
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .zip(s.iter().copied())
+            .collect();
+        // b1 (empty host, empty zone) beats a2 (one pod, busy zone), which
+        // beats a1 (two pods).
+        assert!(by_name["b1"] > by_name["a2"], "{by_name:?}");
+        assert!(by_name["a2"] > by_name["a1"], "{by_name:?}");
+    }
+
+    #[test]
+    fn system_defaults_need_an_owner_selector_and_yield_to_own_constraints() {
+        let snap = zoned_cluster();
+        // Selected by nothing: no default constraints.
+        let loner = PodInfo::new(Arc::new(pod("x").label("app", "other").build()));
+        assert!(scores(&snap, &loner).is_none());
+        // Own (hard-only) constraints: the defaults do not apply either.
+        let own = PodInfo::new(Arc::new(
+            pod("w5")
+                .label("app", "web")
+                .spread(1, LABEL_ZONE, "DoNotSchedule", "app", "web")
+                .build(),
+        ));
+        assert!(scores(&snap, &own).is_none());
     }
 }

@@ -1,5 +1,6 @@
-//! Go duration strings ("5s", "1m30s", "250ms", "1.5h"), as the
-//! `kelson.dev/sim-exit-after` annotation holds them.
+//! Go duration strings ("5s", "1m30s", "250ms", "1.5h"), as upstream
+//! components' duration flags and the `kelson.dev/sim-exit-after`
+//! annotation hold them.
 
 use std::time::Duration;
 
