@@ -89,6 +89,22 @@ fn start_feed<K: Watched>(
     tokio::spawn(feed(api, config, tx.clone(), s, stop.clone()))
 }
 
+/// `start_feed` of every object of kind `K`, from any revision.
+fn watch_all<K: Watched>(
+    client: &kube::Client,
+    tx: &UnboundedSender<SchedulerInput>,
+    stop: &CancellationToken,
+    synced: &mut Vec<oneshot::Receiver<()>>,
+) -> JoinHandle<()> {
+    start_feed(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        tx,
+        stop,
+        synced,
+    )
+}
+
 /// Runs the scheduler until `shutdown` is cancelled: watches pods, nodes,
 /// PodDisruptionBudgets and namespaces, schedules on a thread of its own,
 /// and binds, updates status, preempts and records Events through `client`.
@@ -104,13 +120,7 @@ pub async fn run(
     let (tx, rx) = unbounded_channel();
     let mut synced = Vec::new();
     let feeds = vec![
-        start_feed(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
+        watch_all::<Node>(&client, &tx, &stop, &mut synced),
         start_feed(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default()
@@ -120,49 +130,13 @@ pub async fn run(
             &stop,
             &mut synced,
         ),
-        start_feed(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
-        start_feed(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
+        watch_all::<PodDisruptionBudget>(&client, &tx, &stop, &mut synced),
+        watch_all::<Namespace>(&client, &tx, &stop, &mut synced),
         // Default topology spreading selects by these owners' selectors.
-        start_feed(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
-        start_feed(
-            Api::<ReplicationController>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
-        start_feed(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
-        start_feed(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            &tx,
-            &stop,
-            &mut synced,
-        ),
+        watch_all::<Service>(&client, &tx, &stop, &mut synced),
+        watch_all::<ReplicationController>(&client, &tx, &stop, &mut synced),
+        watch_all::<ReplicaSet>(&client, &tx, &stop, &mut synced),
+        watch_all::<StatefulSet>(&client, &tx, &stop, &mut synced),
     ];
 
     let result = schedule(client, options, tx, rx, synced, &stop).await;

@@ -231,33 +231,7 @@ fn a_deployment_rolls_out_scales_and_updates_on_simulated_nodes() {
     c.ok(&["set", "image", "deployment/web", "busybox=busybox:2"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     check_rollout_bounds(&watch.stop(), 3, 1, 0);
-    let images = c.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=web",
-        "--field-selector=status.phase=Running",
-        "-o",
-        "jsonpath={.items[*].spec.containers[0].image}",
-    ]);
-    assert_eq!(
-        images.split_whitespace().collect::<Vec<_>>(),
-        vec!["busybox:2"; 3]
-    );
-    let history = c.ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.contains('1') && history.contains('2'), "{history}");
-    c.ok(&["rollout", "undo", "deployment/web"]);
-    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
-    assert_eq!(
-        c.ok(&[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}"
-        ]),
-        "busybox:1"
-    );
+    check_new_image_then_undo(&c, "deployment/web", "app=web", 3);
 }
 
 #[test]
@@ -833,33 +807,7 @@ fn a_daemonset_follows_nodes_joining_leaving_and_tainted() {
     c.ok(&["set", "image", "daemonset/agent", "c=busybox:2"]);
     assert_eq!(generation(&c), "2");
     c.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
-    let images = c.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=agent",
-        "--field-selector=status.phase=Running",
-        "-o",
-        "jsonpath={.items[*].spec.containers[0].image}",
-    ]);
-    assert_eq!(
-        images.split_whitespace().collect::<Vec<_>>(),
-        vec!["busybox:2"; 2]
-    );
-    let history = c.ok(&["rollout", "history", "daemonset/agent"]);
-    assert!(history.contains('1') && history.contains('2'), "{history}");
-    c.ok(&["rollout", "undo", "daemonset/agent"]);
-    c.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
-    assert_eq!(
-        c.ok(&[
-            "get",
-            "ds",
-            "agent",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}"
-        ]),
-        "busybox:1"
-    );
+    check_new_image_then_undo(&c, "daemonset/agent", "app=agent", 2);
 }
 
 #[test]
@@ -1035,5 +983,37 @@ fn a_cronjob_creates_a_job_at_the_next_real_minute() {
             "jsonpath={.status.lastSuccessfulTime}",
         ],
         |o| !o.is_empty(),
+    );
+}
+
+/// After `kubectl set image … =busybox:2` has rolled out: every Running pod
+/// of `selector` runs busybox:2, history lists both revisions, and
+/// `rollout undo` brings the template back to busybox:1.
+fn check_new_image_then_undo(c: &Cluster, workload: &str, selector: &str, pods: usize) {
+    let images = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        selector,
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(
+        images.split_whitespace().collect::<Vec<_>>(),
+        vec!["busybox:2"; pods]
+    );
+    let history = c.ok(&["rollout", "history", workload]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    c.ok(&["rollout", "undo", workload]);
+    c.ok(&["rollout", "status", workload, "--timeout=60s"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            workload,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "busybox:1"
     );
 }
