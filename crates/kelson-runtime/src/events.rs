@@ -398,61 +398,45 @@ fn s(o: &Option<String>) -> &str {
     o.as_deref().unwrap_or("")
 }
 
-/// The fields that make two events the same event.
-fn event_key(e: &Event) -> String {
-    let src = e.source.clone().unwrap_or_default();
+/// Source, involved object and type: what every correlation key starts
+/// with (the order within a key does not matter, only its fields).
+fn key_fields(e: &Event) -> Vec<&str> {
+    let src = e.source.as_ref();
     let o = &e.involved_object;
-    [
-        s(&src.component),
-        s(&src.host),
+    vec![
+        src.map_or("", |x| s(&x.component)),
+        src.map_or("", |x| s(&x.host)),
         s(&o.kind),
         s(&o.namespace),
         s(&o.name),
-        s(&o.field_path),
         s(&o.uid),
         s(&o.api_version),
         s(&e.type_),
-        s(&e.reason),
-        s(&e.message),
     ]
-    .join("\u{0}")
+}
+
+fn key_with(e: &Event, more: &[&Option<String>]) -> String {
+    let mut fields = key_fields(e);
+    fields.extend(more.iter().map(|f| s(f)));
+    fields.join("\u{0}")
+}
+
+/// The fields that make two events the same event.
+fn event_key(e: &Event) -> String {
+    key_with(e, &[&e.involved_object.field_path, &e.reason, &e.message])
 }
 
 /// Events from one source about one object share a rate limit.
 fn spam_key(e: &Event) -> String {
-    let src = e.source.clone().unwrap_or_default();
-    let o = &e.involved_object;
-    [
-        s(&src.component),
-        s(&src.host),
-        s(&o.kind),
-        s(&o.namespace),
-        s(&o.name),
-        s(&o.uid),
-        s(&o.api_version),
-        s(&e.type_),
-    ]
-    .join("\u{0}")
+    key_with(e, &[])
 }
 
 /// Events that differ only in message are similar.
 fn aggregate_key(e: &Event) -> String {
-    let src = e.source.clone().unwrap_or_default();
-    let o = &e.involved_object;
-    [
-        s(&src.component),
-        s(&src.host),
-        s(&o.kind),
-        s(&o.namespace),
-        s(&o.name),
-        s(&o.uid),
-        s(&o.api_version),
-        s(&e.type_),
-        s(&e.reason),
-        s(&e.reporting_component),
-        s(&e.reporting_instance),
-    ]
-    .join("\u{0}")
+    key_with(
+        e,
+        &[&e.reason, &e.reporting_component, &e.reporting_instance],
+    )
 }
 
 fn millis_between(a: Timestamp, b: Timestamp) -> f64 {

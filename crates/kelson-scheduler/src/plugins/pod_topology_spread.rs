@@ -452,6 +452,15 @@ mod tests {
         nodes: Vec<k8s_openapi::api::core::v1::Node>,
         pods: Vec<k8s_openapi::api::core::v1::Pod>,
     ) -> Snapshot {
+        snapshot_with(nodes, pods, |_| {})
+    }
+
+    /// A snapshot of `nodes` and `pods`, after `more` has set up the cache.
+    fn snapshot_with(
+        nodes: Vec<k8s_openapi::api::core::v1::Node>,
+        pods: Vec<k8s_openapi::api::core::v1::Pod>,
+        more: impl FnOnce(&mut Cache),
+    ) -> Snapshot {
         let mut cache = Cache::new();
         for n in nodes {
             cache.add_or_update_node(n);
@@ -459,6 +468,7 @@ mod tests {
         for p in pods {
             cache.add_or_update_pod(Arc::new(PodInfo::new(Arc::new(p))));
         }
+        more(&mut cache);
         let mut snap = Snapshot::default();
         cache.update_snapshot(&mut snap);
         snap
@@ -555,28 +565,19 @@ mod tests {
     }
 
     fn zoned_cluster() -> Snapshot {
-        let mut cache = Cache::new();
-        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
-            cache.add_or_update_node(
-                node(n)
-                    .label(LABEL_ZONE, z)
-                    .label(LABEL_HOSTNAME, n)
-                    .build(),
-            );
-        }
-        for (p, n) in [("w1", "a1"), ("w2", "a1"), ("w3", "a2")] {
-            let pod = pod(p).label("app", "web").node(n).build();
-            cache.add_or_update_pod(Arc::new(PodInfo::new(Arc::new(pod))));
-        }
-        let map = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        cache.set_spread_selector(
-            "default",
-            "ReplicaSet/web",
-            Some(LabelSelector::from_map(Some(&map))),
-        );
-        let mut snap = Snapshot::default();
-        cache.update_snapshot(&mut snap);
-        snap
+        let nodes = [("a1", "a"), ("a2", "a"), ("b1", "b")].map(|(n, z)| {
+            node(n)
+                .label(LABEL_ZONE, z)
+                .label(LABEL_HOSTNAME, n)
+                .build()
+        });
+        let pods = [("w1", "a1"), ("w2", "a1"), ("w3", "a2")]
+            .map(|(p, n)| pod(p).label("app", "web").node(n).build());
+        snapshot_with(nodes.into(), pods.into(), |cache| {
+            let map = BTreeMap::from([("app".to_string(), "web".to_string())]);
+            let selector = LabelSelector::from_map(Some(&map));
+            cache.set_spread_selector("default", "ReplicaSet/web", Some(selector));
+        })
     }
 
     fn scores(snap: &Snapshot, p: &PodInfo) -> Option<Vec<i64>> {
