@@ -9,7 +9,9 @@ role=${1:-server}
 packages=()
 case "$role" in
   # curl: kelson-up.sh waits for the API server's /readyz with it.
-  server) packages+=(curl) ;;
+  # containerd, runc, CNI plugins, iproute2, nftables: the node agent runs
+  # pods with them (containerd is started by the agent, not by systemd).
+  server) packages+=(curl containerd runc containernetworking-plugins iproute2 nftables) ;;
   # protobuf-compiler, libprotobuf-dev: the etcd client's gRPC code generation (bench crate).
   # etcd-server: the reference the store bench measures against.
   # curl: tests make raw HTTPS requests (no credentials) to the API server.
@@ -19,7 +21,8 @@ case "$role" in
   # real ones; busybox-static, skopeo, docker-registry build and serve test
   # images on loopback.
   test) packages+=(protobuf-compiler libprotobuf-dev etcd-server procps curl python3 python3-venv
-                   containerd runc containernetworking-plugins busybox-static skopeo docker-registry) ;;
+                   containerd runc containernetworking-plugins iproute2 nftables busybox-static skopeo docker-registry
+                   util-linux) ;;
   *) echo "usage: $0 server|test" >&2; exit 2 ;;
 esac
 

@@ -159,6 +159,10 @@ impl Admission {
         obj: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
+            // NodeRestriction: what a node may change in objects it updates.
+            if let (Operation::Update, Some(old)) = (a.operation, a.old) {
+                crate::nodeauth::admit_update(a.res, a.subresource, obj, old)?;
+            }
             let r = async {
                 limitranger::validate(&self.api, a, obj).await?;
                 priority::validate(&self.api, a, obj).await?;

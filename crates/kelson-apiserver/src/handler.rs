@@ -52,6 +52,8 @@ pub struct Api {
     /// How pods/log, exec, attach, portforward and nodes/proxy reach
     /// kubelets; set once at start.
     pub kubelet: std::sync::OnceLock<Arc<crate::nodeproxy::KubeletClient>>,
+    /// The node token and CA behind /kelson.dev/v1/join; set once at start.
+    pub join: std::sync::OnceLock<Arc<crate::join::Joiner>>,
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
@@ -152,6 +154,7 @@ impl Api {
             resources: RwLock::new(Arc::new(resources)),
             openapi_v2: Default::default(),
             kubelet: std::sync::OnceLock::new(),
+            join: std::sync::OnceLock::new(),
             server_address,
             ready: AtomicBool::new(false),
             inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
@@ -266,6 +269,9 @@ pub async fn handle(
     user: Option<User>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if path.starts_with(crate::join::PREFIX) {
+        return crate::join::serve(&api, req).await;
+    }
     let public = matches!(
         path.as_str(),
         "/healthz" | "/livez" | "/readyz" | "/version"
@@ -274,6 +280,11 @@ pub async fn handle(
         || path.starts_with("/readyz/");
     if user.is_none() && !public {
         return error_response(&ApiError::unauthorized());
+    }
+    if let Some(u) = &user {
+        if let Err(e) = crate::nodeauth::authorize(&api, u, req.method(), req.uri()).await {
+            return error_response(&e);
+        }
     }
     let q = Query::parse(req.uri().query());
     let long_running =
@@ -286,7 +297,7 @@ pub async fn handle(
             Err(_) => return error_response(&ApiError::too_many_requests(1)),
         }
     };
-    match serve(&api, req, &q).await {
+    match crate::nodeauth::scope(user.as_ref(), serve(&api, req, &q)).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
@@ -802,6 +813,7 @@ async fn create(
     let mut opts = write_options(q)?;
     opts.admission = Some(crate::admission::Admission::new(api, ""));
     let (mut obj, warnings) = decode_object(res, parts, body, q)?;
+    crate::nodeauth::admit_create(api, res, &obj).await?;
     if let Some(ns) = ns {
         let body_ns = meta::namespace(&obj);
         if !body_ns.is_empty() && body_ns != ns {

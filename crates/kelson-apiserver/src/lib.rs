@@ -15,9 +15,11 @@ pub mod discovery;
 pub mod fieldmanager;
 pub mod handler;
 pub mod hooks;
+pub mod join;
 pub mod list;
 pub mod meta;
 pub mod negotiate;
+pub mod nodeauth;
 pub mod nodeproxy;
 pub mod openapi;
 pub mod patch;
@@ -67,6 +69,8 @@ pub enum StartError {
     Api(#[from] status::ApiError),
     #[error(transparent)]
     NodeProxy(#[from] nodeproxy::NodeProxyError),
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
     #[error("the service CIDR {0}/{1} has no room for the kubernetes Service")]
     ServiceCidr(Ipv4Addr, u8),
 }
@@ -91,6 +95,8 @@ pub struct Running {
     pub api: Arc<Api>,
     pub addr: SocketAddr,
     pub pki: Arc<pki::Pki>,
+    /// The token agents join with (DATA_DIR/server/node-token).
+    pub node_token: String,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -113,6 +119,9 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Sta
         IpAddr::V4(service_ip),
     );
     let pki = Arc::new(pki::Pki::load_or_create(&config.tls_dir, &names)?);
+    // The token lives beside tls/: DATA_DIR/server/node-token.
+    let server_dir = config.tls_dir.parent().unwrap_or(&config.tls_dir);
+    let node_token = join::load_or_create_node_token(server_dir, &pki.ca.cert_pem)?;
     let tokens = match &config.token_auth_file {
         Some(p) => authn::TokenFile::load(p)?,
         None => authn::TokenFile::default(),
@@ -148,6 +157,9 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Sta
     ));
     let kubelet = nodeproxy::KubeletClient::new(&pki.ca, &pki.kubelet_client)?;
     let _ = api.kubelet.set(Arc::new(kubelet));
+    let _ = api
+        .join
+        .set(Arc::new(join::Joiner::new(node_token.clone(), pki.clone())));
     let tls = server::tls_config(&pki)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(server::serve(
@@ -172,6 +184,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Sta
         api,
         addr,
         pki,
+        node_token,
         shutdown,
         task,
     })

@@ -112,6 +112,9 @@ pub struct ContainerdPaths {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The PID of the containerd we run, so a restarted agent can find one
+    /// its killed predecessor left behind.
+    pub pid_file: PathBuf,
     /// `config_path` for registry hosts (`<host>/hosts.toml`).
     pub registry_config_dir: PathBuf,
     /// CNI config dir given to the CRI plugin.
@@ -140,6 +143,7 @@ impl ContainerdPaths {
             socket,
             config: base.join("config.toml"),
             log: base.join("containerd.log"),
+            pid_file: base.join("containerd.pid"),
             registry_config_dir: base.join("certs.d"),
             cni_conf_dir: data_dir.join("cni").join("net.d"),
             opt: base.join("opt"),
@@ -294,6 +298,10 @@ impl Containerd {
     /// Writes the config, spawns containerd and waits until it answers.
     pub async fn start(opts: ContainerdOptions) -> Result<Containerd, ContainerdError> {
         let paths = write_config(&opts)?;
+        // A containerd left by an agent that was killed still holds the
+        // data dir's database: stop it first (its containers keep running
+        // in their shims, and the new one takes them over).
+        stop_leftover(&paths, opts.stop_timeout).await;
         // A stale socket from a killed run would make the readiness probe
         // talk to nothing; containerd replaces it anyway.
         let _ = std::fs::remove_file(&paths.socket);
@@ -319,6 +327,9 @@ impl Containerd {
             source,
         })?;
         let pid = child.id();
+        if let Some(pid) = pid {
+            let _ = std::fs::write(&paths.pid_file, format!("{pid}\n"));
+        }
         tracing::info!(pid = ?pid, socket = %paths.socket.display(), config = %paths.config.display(), "containerd started");
         let mut me = Containerd {
             socket: paths.socket.clone(),
@@ -437,6 +448,9 @@ impl Containerd {
             }
         }
         self.remove_sockets();
+        if let Some(p) = &self.paths {
+            let _ = std::fs::remove_file(&p.pid_file);
+        }
         Ok(())
     }
 
@@ -454,6 +468,40 @@ impl Containerd {
             let _ = std::fs::remove_dir(SHORT_SOCKET_ROOT);
         }
     }
+}
+
+/// Stops the containerd named by the pid file if it is still running with
+/// this config (a PID reused by another program is left alone).
+async fn stop_leftover(paths: &ContainerdPaths, timeout: Duration) {
+    let Some(pid) = std::fs::read_to_string(&paths.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let ours = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+            let config = paths.config.as_os_str().as_encoded_bytes();
+            cmd.split(|b| *b == 0).any(|arg| arg == config)
+        })
+    };
+    if !ours(pid) {
+        let _ = std::fs::remove_file(&paths.pid_file);
+        return;
+    }
+    tracing::info!(pid, "stopping the containerd a previous agent left running");
+    let _ = signal(pid, Signal::SIGTERM);
+    let started = Instant::now();
+    while ours(pid) && started.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if ours(pid) {
+        let _ = signal(pid, Signal::SIGKILL);
+        while ours(pid) && started.elapsed() < timeout + Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = std::fs::remove_file(&paths.pid_file);
 }
 
 fn signal(pid: u32, sig: Signal) -> Result<(), ContainerdError> {

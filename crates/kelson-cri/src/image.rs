@@ -31,8 +31,8 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "dirname", "du", "echo", "env", "expr", "false", "find", "grep", "head", "hostname", "httpd",
     "id", "ifconfig", "ip", "kill", "ln", "ls", "mkdir", "mount", "mv", "nc", "nslookup", "ping",
     "printf", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "seq", "sh", "sleep", "sort", "stat",
-    "tail", "tee", "test", "timeout", "touch", "tr", "true", "umount", "uname", "uniq", "usleep",
-    "vi", "wc", "wget", "whoami", "xargs", "yes",
+    "tail", "tar", "tee", "test", "timeout", "touch", "tr", "true", "umount", "uname", "uniq",
+    "usleep", "vi", "wc", "wget", "whoami", "xargs", "yes",
 ];
 
 /// Where Debian's busybox-static puts the binary (`/bin` is a link to

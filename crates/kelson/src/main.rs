@@ -2,7 +2,10 @@
 //! command, as k3s does.
 
 mod admin;
+mod agent_cmd;
 mod components;
+mod images_cmd;
+mod node_args;
 mod server;
 mod store_cmd;
 
@@ -27,6 +30,10 @@ struct Cli {
 enum Command {
     /// Run the control plane of a cluster on this machine
     Server(server::ServerArgs),
+    /// Join this machine to a cluster as a node and run its pods
+    Agent(agent_cmd::AgentArgs),
+    /// Manage the images of this machine's node (import tarballs)
+    Images(images_cmd::ImagesArgs),
     /// Run the controller manager as its own process
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler as its own process
@@ -65,6 +72,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
+        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
+        Command::Images(args) => runtime()?.block_on(images_cmd::run(args)),
         Command::Store(args) => runtime()?.block_on(store_cmd::run(args)),
         Command::ControllerManager(args) => {
             runtime()?.block_on(components::controller_manager(args))

@@ -49,6 +49,8 @@ pub struct ServerArgs {
     /// Static bearer tokens, one per line: token,user,uid[,"group1,group2"]
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub agent: crate::node_args::NodeArgs,
 }
 
 /// Parses an IPv4 CIDR such as 10.43.0.0/16.
@@ -92,6 +94,57 @@ async fn component_client(
         agent,
     )
     .await?)
+}
+
+/// The agent this server runs for its own machine: it needs no join, the
+/// server issues its node credentials directly.
+fn local_agent_config(
+    args: &ServerArgs,
+    api: &kelson_apiserver::Running,
+) -> anyhow::Result<kelson_agent::agent::AgentConfig> {
+    let node_name = crate::agent_cmd::node_name(args.agent.node_name.as_deref());
+    let node_ip = args
+        .agent
+        .node_ip
+        .or_else(kelson_agent::agent::detect_node_ip)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let client = api
+        .pki
+        .issue_client(&format!("system:node:{node_name}"), &["system:nodes"])
+        .context("issuing the node's client certificate")?;
+    let names = kelson_apiserver::pki::ServingNames {
+        dns: vec![node_name.clone(), "localhost".to_string()],
+        ips: vec![node_ip, IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    };
+    let serving = api
+        .pki
+        .issue_kubelet_serving(&node_name, &names)
+        .context("issuing the kubelet's serving certificate")?;
+    let host = if api.addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        api.addr.ip()
+    };
+    Ok(kelson_agent::agent::AgentConfig {
+        data_dir: args.data_dir.clone(),
+        server: format!(
+            "https://{}",
+            std::net::SocketAddr::new(host, api.addr.port())
+        ),
+        credentials: kelson_agent::join::NodeCredentials {
+            ca_pem: api.pki.ca.cert_pem.clone(),
+            client_cert_pem: client.cert_pem,
+            client_key_pem: client.key_pem,
+            serving_cert_pem: serving.cert_pem,
+            serving_key_pem: serving.key_pem,
+        },
+        node_name,
+        node_ip,
+        container_runtime_endpoint: args.agent.container_runtime_endpoint.clone(),
+        kubelet_port: args.agent.kubelet_port,
+        pod_logs_dir: args.agent.pod_logs_dir.clone(),
+        cgroup_root: args.agent.cgroup_root.clone(),
+    })
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -160,9 +213,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .context("starting the API server")?;
     tracing::info!(addr = %api.addr, "API server ready");
     tracing::info!(path = %kubeconfig.display(), "wrote kubeconfig");
-    if !args.disable_agent {
-        tracing::info!("no node agent yet: this server runs the control plane only");
-    }
     let components = CancellationToken::new();
     let controllers = if args.disable_controller_manager {
         None
@@ -199,12 +249,36 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )))
     };
 
+    let agent_stop = CancellationToken::new();
+    let agent = if args.disable_agent {
+        None
+    } else {
+        let cfg = local_agent_config(&args, &api)?;
+        tracing::info!(node = %cfg.node_name, node_ip = %cfg.node_ip, "starting the node agent");
+        let stop = agent_stop.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = kelson_agent::agent::run(cfg, stop).await {
+                tracing::error!(error = format!("{e:#}"), "node agent stopped");
+            }
+        }))
+    };
+
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
         _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
     }
-    // Components first, while the API server can still take their last
+    // The node first (it stops containerd; containers keep running), then
+    // the other components, while the API server can still take their last
     // writes (the Lease release).
+    agent_stop.cancel();
+    if let Some(task) = agent {
+        if tokio::time::timeout(std::time::Duration::from_secs(15), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the node agent did not stop within 15 s");
+        }
+    }
     components.cancel();
     for (name, task) in [
         ("controller manager", controllers),

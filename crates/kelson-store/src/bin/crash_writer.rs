@@ -1,4 +1,4 @@
-//! Test helper for `tests/crash.rs`: writes to a store as fast as it can and
+//! Test helper for `tests/store/crash.rs`: writes to a store as fast as it can and
 //! prints one line per acknowledged write, so that the test can kill it at any
 //! moment and then check that everything acknowledged survived.
 //!
