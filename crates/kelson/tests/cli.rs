@@ -65,6 +65,8 @@ impl Server {
                 // component may write (its Lease, for one) behind their back.
                 "--disable-controller-manager",
                 "--disable-scheduler",
+                // No node either: it would write too, and run containers.
+                "--disable-agent",
                 "--bind-address",
                 "127.0.0.1",
                 "--https-port",

@@ -71,6 +71,10 @@ impl Cluster {
         let child = Command::new(KELSON)
             .args([
                 "server",
+                // The control plane only: these tests bring simulated nodes
+                // (or none); a real node belongs in a test-made network
+                // namespace (e2e_node.rs).
+                "--disable-agent",
                 "--bind-address",
                 "127.0.0.1",
                 "--https-port",
