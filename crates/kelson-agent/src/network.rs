@@ -10,11 +10,19 @@
 //! - [`run_routes`]: for every other node, a route `podCIDR via InternalIP`
 //!   so pods reach pods on other nodes without encapsulation (nodes share
 //!   one L2 segment, as host-gw requires).
+//! - Masquerade: traffic from pods to anything outside every node's pod
+//!   range leaves with the node's address (one nftables rule, as flannel's
+//!   ipMasq in k3s); pod-to-pod traffic, also across nodes, keeps the
+//!   pod's address, as the Kubernetes network model requires. The bridge
+//!   plugin's own `ipMasq` would NAT traffic to other nodes' pods too, and
+//!   costs a chain of iptables rules per pod.
 //! - [`detect_node_ip`]: the address the node is reached at.
 
 pub mod router;
 
-pub use router::{FakeRouter, IpRouter, PodRoute, Router, ROUTE_PROTO};
+pub use router::{
+    masquerade_script, FakeRouter, IpRouter, PodRoute, Router, NAT_TABLE, ROUTE_PROTO,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -140,7 +148,7 @@ pub fn conflist(pod_cidr: &str, ipam_data_dir: &Path) -> Result<serde_json::Valu
                 "type": "bridge",
                 "bridge": BRIDGE_NAME,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 // A new podCIDR (node re-created) moves the bridge address.
                 "forceAddress": true,
@@ -237,6 +245,19 @@ pub fn desired_routes<'a>(
     out
 }
 
+/// Every node's pod ranges (this node's too), without duplicates: what
+/// pods may reach without being masqueraded.
+pub fn cluster_pod_ranges<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<Cidr> {
+    let mut out: Vec<Cidr> = nodes
+        .into_iter()
+        .flat_map(pod_cidrs)
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A change to the routing table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteChange {
@@ -319,6 +340,8 @@ pub async fn run_routes(
     // Until the first full list the store is incomplete: reconciling then
     // would delete the routes of nodes not yet seen.
     let mut synced = false;
+    // The pod ranges the masquerade rule was last written for.
+    let mut masquerading: Option<Vec<Cidr>> = None;
     let mut tick = tokio::time::interval(RESYNC);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -341,6 +364,20 @@ pub async fn run_routes(
         }
         let nodes = reader.state();
         let desired = desired_routes(nodes.iter().map(|n| n.as_ref()), &node_name);
+        let ranges = cluster_pod_ranges(nodes.iter().map(|n| n.as_ref()));
+        if masquerading.as_ref() != Some(&ranges) {
+            let r = router.clone();
+            let want = ranges.clone();
+            match tokio::task::spawn_blocking(move || r.set_masquerade(&want)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(ranges = ?ranges, "pod masquerade updated");
+                    masquerading = Some(ranges);
+                }
+                // The next tick retries.
+                Ok(Err(e)) => tracing::warn!(error = %e, "setting the pod masquerade"),
+                Err(e) => tracing::warn!(error = %e, "pod masquerade worker failed"),
+            }
+        }
         let router = router.clone();
         let result =
             tokio::task::spawn_blocking(move || reconcile_routes(router.as_ref(), &desired)).await;
@@ -501,7 +538,7 @@ mod tests {
         assert_eq!(bridge["type"], "bridge");
         assert_eq!(bridge["bridge"], "kelson0");
         assert_eq!(bridge["isGateway"], true);
-        assert_eq!(bridge["ipMasq"], true);
+        assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["hairpinMode"], true);
         assert_eq!(bridge["ipam"]["type"], "host-local");
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.42.3.0/24");
@@ -576,6 +613,21 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(desired_routes(&nodes, "a"), want);
+    }
+
+    #[test]
+    fn pod_ranges_of_every_node_are_exempt_from_masquerade() {
+        let nodes = [
+            node("b", &["10.42.1.0/24"], &[("InternalIP", "192.0.2.2")]),
+            node("a", &["10.42.0.0/24"], &[("InternalIP", "192.0.2.1")]),
+            // Not assigned a range yet, or a claimed range seen twice.
+            node("c", &[], &[("InternalIP", "192.0.2.3")]),
+            node("d", &["10.42.1.0/24"], &[]),
+        ];
+        assert_eq!(
+            cluster_pod_ranges(nodes.iter()),
+            vec![cidr("10.42.0.0/24"), cidr("10.42.1.0/24")]
+        );
     }
 
     #[test]

@@ -166,6 +166,54 @@ fn routes_in_a_private_netns() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
 }
 
+fn nft_in(ns: &Netns, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft"])
+        .args(args)
+        .output()
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn masquerade_rule_in_a_private_netns() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces)");
+        return;
+    }
+    let ns = Netns::empty("masq").expect("netns");
+    let router = IpRouter::in_netns(&ns.name);
+
+    router
+        .set_masquerade(&[cidr("10.42.0.0/24"), cidr("10.42.2.0/24")])
+        .expect("first");
+    let table = nft_in(&ns, &["list", "table", "inet", network::NAT_TABLE]);
+    assert!(
+        table.contains("10.42.0.0/24") && table.contains("10.42.2.0/24"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ip saddr @pod-ranges-v4 ip daddr != @pod-ranges-v4"),
+        "{table}"
+    );
+
+    // A node left: its range is no longer exempt, and the rule is there
+    // once, not twice.
+    router
+        .set_masquerade(&[cidr("10.42.0.0/24")])
+        .expect("second");
+    let table = nft_in(&ns, &["list", "table", "inet", network::NAT_TABLE]);
+    assert!(!table.contains("10.42.2.0/24"), "{table}");
+    assert_eq!(table.matches("masquerade").count(), 1, "{table}");
+    let ruleset = nft_in(&ns, &["list", "tables"]);
+    assert_eq!(ruleset.trim(), format!("table inet {}", network::NAT_TABLE));
+}
+
 /// Runs a CNI plugin inside the netns `host` with `config` on stdin.
 fn cni(
     host: &Netns,

@@ -41,8 +41,9 @@ const RESYNC_PERIOD: Duration = Duration::from_secs(30);
 const RETRY_PERIOD: Duration = Duration::from_secs(10);
 /// While a pod is being stopped and deleted, check it this often.
 const TERMINATING_PERIOD: Duration = Duration::from_secs(1);
-/// How often what deleted pods left behind on the host is swept.
-const CLEANUP_PERIOD: Duration = Duration::from_secs(30);
+/// How often what deleted pods left behind on the host is swept (upstream's
+/// housekeeping period; a sweep only reads local directories).
+const CLEANUP_PERIOD: Duration = Duration::from_secs(2);
 
 pub struct KubeletConfig {
     pub node: NodeConfig,
@@ -283,18 +284,20 @@ fn wake(state: &Arc<State>, uid: &str) {
         return;
     }
     let mut workers = state.workers.write();
-    let worker = workers
-        .entry(uid.to_string())
-        .or_insert_with(|| {
+    match workers.entry(uid.to_string()) {
+        // Raced with another waker: that worker may be mid-sync.
+        std::collections::hash_map::Entry::Occupied(w) => w.get().notify.notify_one(),
+        // A new worker syncs as soon as it starts; a stored wake-up would
+        // only make it sync twice.
+        std::collections::hash_map::Entry::Vacant(slot) => {
             let worker = Arc::new(Worker {
                 notify: Notify::new(),
                 busy: std::sync::atomic::AtomicBool::new(false),
             });
             tokio::spawn(pod_worker(state.clone(), uid.to_string(), worker.clone()));
-            worker
-        })
-        .clone();
-    worker.notify.notify_one();
+            slot.insert(worker);
+        }
+    }
 }
 
 /// Whether the pod's worker is in the middle of a sync: runtime changes it
@@ -448,7 +451,9 @@ async fn sync_pod(state: &Arc<State>, uid: &str) -> Next {
         return Next::Resync;
     }
 
+    let started = std::time::Instant::now();
     let src = sources::prefetch(&state.client, &pod).await;
+    let t_sources = started.elapsed();
     let allocatable = state.allocatable.read().clone();
     let volumes = {
         let root = state.root_dir.clone();
@@ -483,9 +488,21 @@ async fn sync_pod(state: &Arc<State>, uid: &str) -> Next {
         node_allocatable: &allocatable,
         unhealthy: &unhealthy,
     };
+    let t_volumes = started.elapsed();
     let result = state.runtime.sync_pod(&pod, &rt, &ctx).await;
+    let t_runtime = started.elapsed();
     let rt = refresh(state, uid, Some(&pod)).await;
+    let t_refresh = started.elapsed();
     write_status(state, &pod, &rt).await;
+    tracing::debug!(
+        pod = %pod_name(&pod),
+        sources_ms = t_sources.as_millis() as u64,
+        volumes_ms = t_volumes.as_millis() as u64,
+        runtime_ms = t_runtime.as_millis() as u64,
+        refresh_ms = t_refresh.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "pod synced"
+    );
     if result.errors.is_empty() {
         Next::Resync
     } else {

@@ -708,11 +708,13 @@ impl RuntimeManager {
                 dir.display()
             )));
         }
+        let t0 = std::time::Instant::now();
         let id = self
             .cri()
             .run_pod_sandbox(cfg.clone())
             .await
             .map_err(|e| fail(e.to_string()))?;
+        tracing::debug!(pod = %format_pod(pod), ms = t0.elapsed().as_millis() as u64, "RunPodSandbox");
         let status = self.cri().pod_sandbox_status(&id).await.map_err(|e| {
             self.event(
                 pod,
@@ -797,7 +799,9 @@ impl RuntimeManager {
             }
         }
 
+        let t0 = std::time::Instant::now();
         let (image_ref, image_uid, image_user) = self.ensure_image(pod, c, ctx, sb).await?;
+        let t_image = t0.elapsed();
 
         let restart_count = match status.containers.iter().find(|s| s.name == c.name) {
             Some(s) => s.attempt.saturating_add(1),
@@ -847,6 +851,7 @@ impl RuntimeManager {
                 return Err(("CreateContainerError".into(), msg));
             }
         };
+        let t_create = t0.elapsed();
         self.event(
             pod,
             Some(&c.name),
@@ -854,7 +859,16 @@ impl RuntimeManager {
             "Created",
             format!("Created container: {}", c.name),
         );
-        if let Err(e) = self.cri().start_container(&id).await {
+        let started = self.cri().start_container(&id).await;
+        tracing::debug!(
+            pod = %fp,
+            container = %c.name,
+            image_ms = t_image.as_millis() as u64,
+            create_ms = t_create.as_millis() as u64,
+            start_ms = t0.elapsed().as_millis() as u64,
+            "container started"
+        );
+        if let Err(e) = started {
             let msg = e.message().to_string();
             self.event(
                 pod,

@@ -1147,11 +1147,16 @@ fn a_second_node_joins_and_pods_on_both_nodes_reach_each_other() {
     let node1 = env.node1();
     assert_ne!(node1, node2);
 
+    // Each server also answers /cgi-bin/peer with the address the request
+    // came from, to show pods talk without NAT.
+    let peer_cgi = "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www";
     for (name, node) in [("srv-1", &node1), ("srv-2", &node2)] {
+        let mut c = httpd_container();
+        c["command"] = json!(["sh", "-c", peer_cgi]);
         env.apply(&pod_obj(
             name,
             json!({}),
-            json!({"nodeName": node, "containers": [httpd_container()]}),
+            json!({"nodeName": node, "containers": [c]}),
         ));
     }
     let ip1 = wait_running(&env, "srv-1")["status"]["podIP"]
@@ -1173,8 +1178,10 @@ fn a_second_node_joins_and_pods_on_both_nodes_reach_each_other() {
         ("cli-1", &node1, &ip2, "srv-2"),
         ("cli-2", &node2, &ip1, "srv-1"),
     ] {
+        // Prints the target's name, then this pod's own address, then the
+        // address the target saw.
         let script = format!(
-            "i=0; while [ $i -lt 30 ]; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target_ip} 8080 > /tmp/out && grep -q . /tmp/out && tail -n 1 /tmp/out && exit 0; echo \"try $i failed\" >&2; i=$((i+1)); sleep 1; done; exit 1"
+            "i=0; while [ $i -lt 30 ]; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target_ip} 8080 > /tmp/out && grep -q . /tmp/out && tail -n 1 /tmp/out && ip -4 -o addr show dev eth0 | awk '{{print $4}}' | cut -d/ -f1 && printf 'GET /cgi-bin/peer HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target_ip} 8080 | tail -n 1 && exit 0; echo \"try $i failed\" >&2; i=$((i+1)); sleep 1; done; exit 1"
         );
         env.apply(&pod_obj(
             client,
@@ -1191,7 +1198,18 @@ fn a_second_node_joins_and_pods_on_both_nodes_reach_each_other() {
             logs(&env, &[client])
         );
         // The log of a pod on the second node comes from its kubelet.
-        assert_eq!(logs(&env, &[client]).trim(), target);
+        let out = logs(&env, &[client]);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines.len(), 3, "{client}: {out:?}");
+        assert_eq!(lines[0], target);
+        // Pod to pod across nodes keeps the pod's own address (no NAT).
+        assert!(lines[1].starts_with("10."), "{client}: {out:?}");
+        // busybox httpd gives the peer as an IPv4-mapped IPv6 address.
+        let seen = lines[2]
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_start_matches("::ffff:");
+        assert_eq!(seen, lines[1], "{target} saw {client} as another address");
     }
     // Each node's namespace reaches both pods (host-gateway routes).
     assert_eq!(

@@ -4,7 +4,9 @@
 //! The real [`IpRouter`] drives iproute2 (`ip route replace/del/show`) and
 //! marks every route it adds with the routing protocol number
 //! [`ROUTE_PROTO`]: `ip route show proto 75` then lists exactly Kelson's
-//! routes, so stale ones can be found and removed after a restart.
+//! routes, so stale ones can be found and removed after a restart. The
+//! pods' masquerade rule lives in its own nftables table, [`NAT_TABLE`],
+//! written whole in one `nft -f` transaction.
 
 use super::{Cidr, NetworkError};
 use std::collections::BTreeMap;
@@ -16,6 +18,9 @@ use std::sync::Mutex;
 /// and iproute2's tables (kernel 2, boot 3, static 4, dhcp 16, babel 42,
 /// bgp 186...).
 pub const ROUTE_PROTO: u8 = 0x4b;
+
+/// The nftables table (family `inet`) holding the pods' masquerade.
+pub const NAT_TABLE: &str = "kelson-nat";
 
 /// One route: the pod range `dst` through the node address `via`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,6 +40,48 @@ pub trait Router: Send + Sync + 'static {
     fn list_routes(&self) -> Result<Vec<PodRoute>, NetworkError>;
     /// `net.ipv4.ip_forward = 1`: pods' traffic is routed through the node.
     fn enable_ip_forward(&self) -> Result<(), NetworkError>;
+    /// Masquerades traffic from `pod_ranges` to addresses outside them,
+    /// replacing what an earlier call set.
+    fn set_masquerade(&self, pod_ranges: &[Cidr]) -> Result<(), NetworkError>;
+}
+
+/// The `nft -f` script for [`Router::set_masquerade`]: it creates the
+/// table if missing, then deletes and rewrites it, all in one transaction,
+/// so there is never a moment without the rule. Multicast is left alone,
+/// as flannel does.
+pub fn masquerade_script(pod_ranges: &[Cidr]) -> String {
+    let mut s = format!("table inet {NAT_TABLE} {{}}\ndelete table inet {NAT_TABLE}\n");
+    s.push_str(&format!("table inet {NAT_TABLE} {{\n"));
+    let families = [
+        ("v4", "ipv4_addr", "ip", "224.0.0.0/4", false),
+        ("v6", "ipv6_addr", "ip6", "ff00::/8", true),
+    ];
+    let mut rules = Vec::new();
+    for (tag, ty, kw, multicast, v6) in families {
+        let ranges: Vec<String> = pod_ranges
+            .iter()
+            .filter(|c| c.is_ipv6() == v6)
+            .map(|c| c.to_string())
+            .collect();
+        if ranges.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "  set pod-ranges-{tag} {{\n    type {ty}; flags interval; auto-merge\n    elements = {{ {} }}\n  }}\n",
+            ranges.join(", ")
+        ));
+        rules.push(format!(
+            "    {kw} saddr @pod-ranges-{tag} {kw} daddr != @pod-ranges-{tag} {kw} daddr != {multicast} masquerade\n"
+        ));
+    }
+    s.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    for r in rules {
+        s.push_str(&r);
+    }
+    s.push_str("  }\n}\n");
+    s
 }
 
 /// The host's routing table through iproute2, optionally inside a named
@@ -181,6 +228,42 @@ impl Router for IpRouter {
             }
         }
     }
+
+    fn set_masquerade(&self, pod_ranges: &[Cidr]) -> Result<(), NetworkError> {
+        use std::io::Write;
+        let mut cmd = match &self.netns {
+            None => Command::new("nft"),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nft"]);
+                c
+            }
+        };
+        cmd.args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let what = "nft -f - (pod masquerade)";
+        let spawn = |source| NetworkError::Spawn {
+            command: what.to_string(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(masquerade_script(pod_ranges).as_bytes())
+                .map_err(spawn)?;
+        }
+        let out = child.wait_with_output().map_err(spawn)?;
+        if !out.status.success() {
+            return Err(NetworkError::Command {
+                command: what.to_string(),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An in-memory routing table for tests; records every change.
@@ -193,6 +276,7 @@ pub struct FakeRouter {
 struct FakeState {
     routes: BTreeMap<Cidr, IpAddr>,
     forwarding: bool,
+    masquerade: Option<Vec<Cidr>>,
     calls: Vec<String>,
     fail_adds: bool,
 }
@@ -218,6 +302,11 @@ impl FakeRouter {
 
     pub fn forwarding(&self) -> bool {
         self.lock().forwarding
+    }
+
+    /// The pod ranges last masqueraded, if any call set them.
+    pub fn masquerade(&self) -> Option<Vec<Cidr>> {
+        self.lock().masquerade.clone()
     }
 
     /// Puts a route in place as if an earlier run had added it.
@@ -269,6 +358,11 @@ impl Router for FakeRouter {
         self.lock().forwarding = true;
         Ok(())
     }
+
+    fn set_masquerade(&self, pod_ranges: &[Cidr]) -> Result<(), NetworkError> {
+        self.lock().masquerade = Some(pod_ranges.to_vec());
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +390,30 @@ mod tests {
         );
         assert!(parse_route_list("", false).expect("empty").is_empty());
         assert!(parse_route_list("not json", false).is_err());
+    }
+
+    #[test]
+    fn masquerade_script_skips_pod_ranges_and_multicast() {
+        let ranges: Vec<Cidr> = ["10.42.0.0/24", "10.42.1.0/24", "fd00:42::/64"]
+            .iter()
+            .map(|c| c.parse().expect("cidr"))
+            .collect();
+        let s = masquerade_script(&ranges);
+        assert!(s.starts_with("table inet kelson-nat {}\ndelete table inet kelson-nat\n"));
+        assert!(
+            s.contains("elements = { 10.42.0.0/24, 10.42.1.0/24 }"),
+            "{s}"
+        );
+        assert!(s.contains("elements = { fd00:42::/64 }"), "{s}");
+        assert!(s.contains(
+            "ip saddr @pod-ranges-v4 ip daddr != @pod-ranges-v4 ip daddr != 224.0.0.0/4 masquerade"
+        ));
+        assert!(s.contains("ip6 saddr @pod-ranges-v6 ip6 daddr != @pod-ranges-v6"));
+        assert!(s.contains("type nat hook postrouting priority srcnat"));
+        // No ranges yet: the chain is there but masquerades nothing.
+        let empty = masquerade_script(&[]);
+        assert!(!empty.contains("masquerade"), "{empty}");
+        assert!(!empty.contains("set "), "{empty}");
     }
 
     #[test]

@@ -72,6 +72,9 @@ struct Args {
     /// server's) instead of a separate `kelson agent`
     #[arg(long)]
     in_server_agent: bool,
+    /// Copy the server's and the agent's logs here before cleaning up
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
     /// Internal: the work dir, set when re-executed inside the namespace
     #[arg(long, hide = true)]
     inner_dir: Option<PathBuf>,
@@ -152,6 +155,17 @@ async fn outer(args: Args) -> Result<()> {
         made_netns: false,
     };
     let result = run_inner(&args, &kelson, &mut world).await;
+    if let Some(keep) = &args.keep_logs {
+        std::fs::create_dir_all(keep)?;
+        for log in ["server.log", "agent.log"] {
+            let from = dir.path().join(log);
+            if from.exists() {
+                std::fs::copy(&from, keep.join(log))
+                    .with_context(|| format!("keeping {}", from.display()))?;
+            }
+        }
+        progress(format!("logs kept in {}", keep.display()));
+    }
     progress("cleaning up");
     world.cleanup();
     drop(dir);
@@ -644,6 +658,10 @@ async fn inner(args: Args, dir: PathBuf) -> Result<()> {
     // The watch: first time each pod is seen Running.
     let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let seen = running.clone();
+    // And the first time each is seen bound to the node, to split the
+    // latency into scheduling and the node's part.
+    let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen_bound = bound.clone();
     let watch_api = pods.clone();
     let watch = tokio::spawn(async move {
         let mut stream = watcher(watch_api, watcher::Config::default()).boxed();
@@ -656,6 +674,14 @@ async fn inner(args: Args, dir: PathBuf) -> Result<()> {
             for p in objs {
                 let is_running =
                     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let is_bound = p.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+                if let (true, Some(name)) = (is_bound, p.metadata.name.clone()) {
+                    seen_bound
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name)
+                        .or_insert(now);
+                }
                 if let (true, Some(name)) = (is_running, p.metadata.name) {
                     seen.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -672,16 +698,21 @@ async fn inner(args: Args, dir: PathBuf) -> Result<()> {
     let interval = Duration::from_secs_f64(1.0 / args.qps.max(0.1));
     let rss_at = args.rss_pods.min(args.pods);
     let mut with_pods = None;
-    let t_create = Instant::now();
+    // Creations are paced from `t_create`; the pause to read memory starts
+    // the pacing afresh, so no burst makes up for it.
+    let mut t_create = Instant::now();
+    let mut paced_from = 0;
     for i in 0..args.pods {
         if i == rss_at && rss_at > 0 {
             wait_all_running(&running, &sent, &logs).await?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             with_pods = Some(read_rss(server_pid, agent_pid)?);
             progress(format!("{rss_at} pods Running; memory read"));
+            t_create = Instant::now();
+            paced_from = i;
         }
         let name = format!("bench-{i:04}");
-        let due = t_create + interval * i as u32;
+        let due = t_create + interval * (i - paced_from) as u32;
         tokio::time::sleep_until(due.into()).await;
         let pod = pod_manifest(&name, &args.image)?;
         sent.insert(name.clone(), Instant::now());
@@ -713,6 +744,24 @@ async fn inner(args: Args, dir: PathBuf) -> Result<()> {
         ms(percentile(&lat, 99.0)),
         ms(lat.last().copied())
     );
+    let bound = bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut sched: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(n, t)| bound.get(n).map(|b| b.saturating_duration_since(*t)))
+        .collect();
+    sched.sort();
+    let mut node: Vec<Duration> = bound
+        .iter()
+        .filter_map(|(n, b)| seen.get(n).map(|r| r.saturating_duration_since(*b)))
+        .collect();
+    node.sort();
+    for (what, v) in [("create -> bound", &sched), ("bound -> Running", &node)] {
+        println!(
+            "  of which {what}: p50 {}   p99 {}",
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 99.0))
+        );
+    }
     print_rss("idle", &idle);
     if let Some(r) = &with_pods {
         print_rss(&format!("{rss_at} pods"), r);
