@@ -446,6 +446,7 @@ pub async fn join(
     token: &str,
     node_name: &str,
     node_ips: &[IpAddr],
+    node_password: &str,
 ) -> Result<NodeCredentials, JoinError> {
     let token = parse_token(token)?;
     let ep = endpoint(server)?;
@@ -453,6 +454,7 @@ pub async fn join(
     check_ca(&token, ca_pem.as_bytes())?;
     let body = serde_json::json!({
         "nodeName": node_name,
+        "nodePassword": node_password,
         "addresses": node_ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         "hostnames": Vec::<String>::new(),
     });
@@ -481,6 +483,31 @@ pub async fn join(
     Ok(creds)
 }
 
+/// The node password's file name under `DATA_DIR/agent`.
+pub const NODE_PASSWORD_FILE: &str = "node-password";
+
+/// This machine's node password (sent with every join, so the server ties
+/// the node's name to this machine): read from `dir/node-password`, or
+/// made up (128 random bits, hex) and kept there, readable by root only.
+pub fn load_or_create_node_password(dir: &Path) -> Result<String, JoinError> {
+    let path = dir.join(NODE_PASSWORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(JoinError::Io { path, source }),
+    }
+    let password: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|source| JoinError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_file(&path, format!("{password}\n").as_bytes(), 0o600)?;
+    Ok(password)
+}
+
 /// The join endpoint's JSON answer.
 fn parse_answer(body: &[u8]) -> Result<NodeCredentials, JoinError> {
     let v: serde_json::Value =
@@ -503,6 +530,24 @@ fn parse_answer(body: &[u8]) -> Result<NodeCredentials, JoinError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn node_password_made_once_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = super::load_or_create_node_password(dir.path()).unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        let file = dir.path().join(super::NODE_PASSWORD_FILE);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(super::load_or_create_node_password(dir.path()).unwrap(), a);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            super::load_or_create_node_password(other.path()).unwrap(),
+            a
+        );
+    }
+
     use super::*;
 
     const HASH: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

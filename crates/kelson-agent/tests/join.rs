@@ -27,7 +27,9 @@ async fn join_with_the_node_token_then_act_as_the_node() {
         std::fs::read_to_string(cluster.dir.path().join("server").join("node-token")).unwrap();
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    let creds = join(&cluster.url, &token, "node-a", &[ip]).await.unwrap();
+    let creds = join(&cluster.url, &token, "node-a", &[ip], "pw-a")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     creds.save(dir.path()).unwrap();
     assert_eq!(
@@ -51,6 +53,19 @@ async fn join_with_the_node_token_then_act_as_the_node() {
     }))
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    // While node-a exists, only the machine that joined under its name
+    // may join under it again (its node password).
+    join(&cluster.url, &token, "node-a", &[ip], "pw-a")
+        .await
+        .expect("the same machine joins again");
+    match join(&cluster.url, &token, "node-a", &[ip], "another-machine").await {
+        Err(JoinError::Refused {
+            status: 403,
+            message,
+        }) => assert!(message.contains("another node password"), "{message}"),
+        other => panic!("expected 403, got {other:?}"),
+    }
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
         "reason": "KubeletReady", "message": "kubelet is posting ready status"}]}});
     let patched = nodes
@@ -107,7 +122,7 @@ async fn join_with_the_node_token_then_act_as_the_node() {
         "metadata": {"name": "db"}, "stringData": {"password": "x"}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(admin, "default")
+    Api::<Secret>::namespaced(admin.clone(), "default")
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
@@ -120,6 +135,27 @@ async fn join_with_the_node_token_then_act_as_the_node() {
         forbidden(secrets.list(&ListParams::default()).await.unwrap_err()),
         "secrets is forbidden: User \"system:node:node-a\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\": No Object name found"
     );
+
+    // Once the admin deletes node-a, a new machine may take its name.
+    Api::<Node>::all(admin)
+        .delete("node-a", &Default::default())
+        .await
+        .unwrap();
+    let mut joined = None;
+    for _ in 0..50 {
+        // The delete reaches the join endpoint's cache a moment later.
+        match join(&cluster.url, &token, "node-a", &[ip], "another-machine").await {
+            Ok(c) => {
+                joined = Some(c);
+                break;
+            }
+            Err(JoinError::Refused { status: 403, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("joining after the delete: {e}"),
+        }
+    }
+    assert!(joined.is_some(), "still refused after the Node was deleted");
     cluster.stop().await;
 }
 
@@ -131,7 +167,7 @@ async fn a_token_for_another_ca_or_secret_is_refused() {
         std::fs::read_to_string(cluster.dir.path().join("server").join("node-token")).unwrap();
     let secret = token.trim().rsplit(':').next().unwrap().to_string();
     let other_ca = format!("K10{}::server:{secret}", "0".repeat(64));
-    match join(&cluster.url, &other_ca, "node-a", &[]).await {
+    match join(&cluster.url, &other_ca, "node-a", &[], "pw-a").await {
         Err(JoinError::CaHashMismatch { .. }) => {}
         other => panic!("expected a CA mismatch, got {other:?}"),
     }
@@ -144,12 +180,14 @@ async fn a_token_for_another_ca_or_secret_is_refused() {
         .next()
         .unwrap();
     let wrong = format!("K10{hash}::server:{}", "f".repeat(32));
-    match join(&cluster.url, &wrong, "node-a", &[]).await {
+    match join(&cluster.url, &wrong, "node-a", &[], "pw-a").await {
         Err(JoinError::Refused { status: 401, .. }) => {}
         other => panic!("expected 401, got {other:?}"),
     }
     // A bare secret is accepted without pinning.
-    let creds = join(&cluster.url, &secret, "node-c", &[]).await.unwrap();
+    let creds = join(&cluster.url, &secret, "node-c", &[], "pw-c")
+        .await
+        .unwrap();
     assert!(creds.client_cert_pem.contains("BEGIN CERTIFICATE"));
     cluster.stop().await;
 }

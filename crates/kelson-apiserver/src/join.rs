@@ -122,17 +122,25 @@ pub fn load_or_create_node_token(server_dir: &Path, ca_pem: &str) -> Result<Stri
     Ok(token)
 }
 
-/// What the join endpoints need: the token and the CA that signs.
+/// What the join endpoints need: the token, the CA that signs, and where
+/// each node name's password hash is kept.
 pub struct Joiner {
     token: String,
     secret: String,
     pki: Arc<Pki>,
+    passwords: PathBuf,
 }
 
 impl Joiner {
-    pub fn new(token: String, pki: Arc<Pki>) -> Joiner {
+    /// `server_dir` holds `node-passwords/`, one file per node name.
+    pub fn new(token: String, pki: Arc<Pki>, server_dir: &Path) -> Joiner {
         let secret = secret_of(&token).to_string();
-        Joiner { token, secret, pki }
+        Joiner {
+            token,
+            secret,
+            pki,
+            passwords: server_dir.join(NODE_PASSWORDS_DIR),
+        }
     }
 
     /// Whether a bearer credential is this token: the whole token,
@@ -156,10 +164,53 @@ fn constant_eq(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Where the hashes of node passwords live, under the server's directory.
+pub const NODE_PASSWORDS_DIR: &str = "node-passwords";
+/// Longest node password accepted.
+const MAX_NODE_PASSWORD: usize = 256;
+
+/// Ties a node name to the machine that first joined under it (k3s's node
+/// password): the agent keeps a random password and sends it with every
+/// join; the server keeps its SHA-256 per node name. Another password under
+/// the name of a Node that still exists is refused, so one token holder
+/// cannot take over another node's identity. Once the Node is deleted, the
+/// name is free again and the new password replaces the old.
+pub fn check_node_password(
+    dir: &Path,
+    node_name: &str,
+    password: &str,
+    node_exists: bool,
+) -> Result<(), ApiError> {
+    let internal = |what: &str, e: std::io::Error| {
+        ApiError::internal(format!("{what} the node password of {node_name:?}: {e}"))
+    };
+    // nodeName is a DNS subdomain (checked before): no '/', no "..".
+    let path = dir.join(node_name);
+    let hash = sha256_hex(password.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if constant_eq(kept.trim(), &hash) => return Ok(()),
+        Ok(_) if node_exists => {
+            return Err(ApiError::forbidden(format!(
+                "node {node_name:?} already exists and joined with another node password: \
+                 to join this machine under that name, delete the Node first, or give the \
+                 agent another --node-name"
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(internal("reading", e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| internal("storing", e))?;
+    crate::pki::write_private(&path, format!("{hash}\n").as_bytes())
+        .map_err(|e| ApiError::internal(format!("storing the node password: {e}")))
+}
+
 /// What an agent sends to join.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinRequest {
     pub node_name: String,
+    /// The agent's own secret, kept beside its identity.
+    pub node_password: String,
     pub addresses: Vec<IpAddr>,
     pub hostnames: Vec<String>,
 }
@@ -227,6 +278,20 @@ pub fn parse_request(body: &[u8]) -> Result<JoinRequest, ApiError> {
             }
         }
     };
+    let node_password = v.get("nodePassword").and_then(Value::as_str).unwrap_or("");
+    if node_password.is_empty() {
+        causes.push(Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: "nodePassword".into(),
+        });
+    } else if node_password.len() > MAX_NODE_PASSWORD {
+        causes.push(Cause {
+            reason: "FieldValueTooLong".into(),
+            message: format!("Too long: may not be more than {MAX_NODE_PASSWORD} bytes"),
+            field: "nodePassword".into(),
+        });
+    }
     let raw_addresses = strings("addresses", &mut causes);
     let hostnames = strings("hostnames", &mut causes);
     let mut addresses = Vec::new();
@@ -250,6 +315,7 @@ pub fn parse_request(body: &[u8]) -> Result<JoinRequest, ApiError> {
     }
     Ok(JoinRequest {
         node_name: name.to_string(),
+        node_password: node_password.to_string(),
         addresses,
         hostnames,
     })
@@ -319,6 +385,17 @@ async fn try_serve(
             }
             let body = read_limited(req.into_body()).await?;
             let join = parse_request(&body)?;
+            use crate::nodeauth::Objects;
+            let exists = crate::nodeauth::CachedObjects::load(api)
+                .await?
+                .get("", "nodes", None, &join.node_name)
+                .is_some();
+            check_node_password(
+                &joiner.passwords,
+                &join.node_name,
+                &join.node_password,
+                exists,
+            )?;
             let answer = issue(&joiner.pki, &join)?;
             tracing::info!(node = %join.node_name, "node joined");
             Ok(Response::builder()
@@ -403,7 +480,7 @@ mod tests {
         );
         let pki = Arc::new(Pki::load_or_create(&dir.path().join("tls"), &names).unwrap());
         let token = format_token(&pki.ca.cert_pem, "s3cr3t").unwrap();
-        let j = Joiner::new(token.clone(), pki);
+        let j = Joiner::new(token.clone(), pki, dir.path());
         assert!(j.accepts(&token));
         assert!(j.accepts("server:s3cr3t"));
         assert!(j.accepts("s3cr3t"));
@@ -413,8 +490,9 @@ mod tests {
 
     #[test]
     fn join_request_validated() {
-        let ok = parse_request(br#"{"nodeName":"node-1","addresses":["10.0.0.5","fd00::1"],"hostnames":["node-1.local"]}"#).unwrap();
+        let ok = parse_request(br#"{"nodeName":"node-1","nodePassword":"pw","addresses":["10.0.0.5","fd00::1"],"hostnames":["node-1.local"]}"#).unwrap();
         assert_eq!(ok.node_name, "node-1");
+        assert_eq!(ok.node_password, "pw");
         assert_eq!(ok.addresses.len(), 2);
         let e = parse_request(br#"{"nodeName":"Bad_Name","addresses":["nope"]}"#).unwrap_err();
         assert_eq!(e.code, 422);
@@ -427,9 +505,44 @@ mod tests {
         );
         assert_eq!(
             parse_request(br#"{}"#).unwrap_err().message,
-            "JoinRequest.kelson.dev \"\" is invalid: nodeName: Required value"
+            "JoinRequest.kelson.dev \"\" is invalid: [nodeName: Required value, nodePassword: Required value]"
         );
+        let long = format!(r#"{{"nodeName":"n","nodePassword":"{}"}}"#, "x".repeat(257));
+        assert!(parse_request(long.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("nodePassword: Too long: may not be more than 256 bytes"));
         assert_eq!(parse_request(b"not json").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_node_name_stays_with_its_password_while_the_node_exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join(NODE_PASSWORDS_DIR);
+        // First join under a name: kept, readable by root only.
+        check_node_password(&pw, "n1", "alpha", false).unwrap();
+        let mode = std::fs::metadata(pw.join("n1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The same machine again (its Node exists): fine.
+        check_node_password(&pw, "n1", "alpha", true).unwrap();
+        // Another machine under that name while the Node exists: 403.
+        let e = check_node_password(&pw, "n1", "beta", true).unwrap_err();
+        assert_eq!(e.code, 403);
+        assert!(e.message.contains("another node password"), "{}", e.message);
+        // Other names are not affected.
+        check_node_password(&pw, "n2", "beta", true).unwrap();
+        // Once the Node is gone, the name goes to the new password.
+        check_node_password(&pw, "n1", "beta", false).unwrap();
+        assert_eq!(
+            check_node_password(&pw, "n1", "alpha", true)
+                .unwrap_err()
+                .code,
+            403
+        );
     }
 
     #[test]
@@ -443,6 +556,7 @@ mod tests {
         let pki = Pki::load_or_create(&dir.path().join("tls"), &names).unwrap();
         let req = JoinRequest {
             node_name: "n1".into(),
+            node_password: "pw".into(),
             addresses: vec!["10.0.0.5".parse().unwrap()],
             hostnames: vec!["n1.example".into()],
         };

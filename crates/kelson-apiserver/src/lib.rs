@@ -157,9 +157,11 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Sta
     ));
     let kubelet = nodeproxy::KubeletClient::new(&pki.ca, &pki.kubelet_client)?;
     let _ = api.kubelet.set(Arc::new(kubelet));
-    let _ = api
-        .join
-        .set(Arc::new(join::Joiner::new(node_token.clone(), pki.clone())));
+    let _ = api.join.set(Arc::new(join::Joiner::new(
+        node_token.clone(),
+        pki.clone(),
+        server_dir,
+    )));
     let tls = server::tls_config(&pki)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(server::serve(

@@ -84,7 +84,7 @@ async fn join(s: &Server, node: &str) -> Arc<rustls::ClientConfig> {
         "POST",
         "/kelson.dev/v1/join",
         &auth,
-        Some(&json!({"nodeName": node, "addresses": ["127.0.0.1"]})),
+        Some(&json!({"nodeName": node, "nodePassword": format!("pw-{node}"), "addresses": ["127.0.0.1"]})),
     )
     .await;
     assert_eq!(code, 200, "{v}");
@@ -120,7 +120,7 @@ async fn cacerts_anonymous_and_join_needs_the_token() {
     let file = std::fs::read_to_string(s.dir.path().join("node-token")).unwrap();
     assert_eq!(file.trim(), s.running.node_token);
 
-    let body = json!({"nodeName": "n1"});
+    let body = json!({"nodeName": "n1", "nodePassword": "pw-n1"});
     let (code, v) = request(
         &s,
         anon.clone(),

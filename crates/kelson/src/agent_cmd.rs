@@ -93,8 +93,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             };
             tracing::info!(%server, node = %node_name, "joining the cluster");
             let node_ips = [node_ip];
+            let agent_dir = agent::AgentLayout::new(&args.data_dir).root;
+            let password =
+                join::load_or_create_node_password(&agent_dir).context("the node password")?;
             let creds = tokio::select! {
-                r = join::join(&server, &token, &node_name, &node_ips) => r.context("joining the cluster")?,
+                r = join::join(&server, &token, &node_name, &node_ips, &password) => r.context("joining the cluster")?,
                 _ = cancel.cancelled() => return Ok(()),
             };
             creds

@@ -108,6 +108,22 @@ fn local_agent_config(
         .node_ip
         .or_else(kelson_agent::agent::detect_node_ip)
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // The name is tied to this machine as a joined node's is, so no agent
+    // elsewhere can join under it.
+    let password = kelson_agent::join::load_or_create_node_password(
+        &kelson_agent::agent::AgentLayout::new(&args.data_dir).root,
+    )
+    .context("the node password")?;
+    kelson_apiserver::join::check_node_password(
+        &args
+            .data_dir
+            .join("server")
+            .join(kelson_apiserver::join::NODE_PASSWORDS_DIR),
+        &node_name,
+        &password,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("keeping the node password: {}", e.message))?;
     let client = api
         .pki
         .issue_client(&format!("system:node:{node_name}"), &["system:nodes"])

@@ -262,13 +262,15 @@ impl LogFilter {
 
 /// The offset where the last `n` lines of the file start, as upstream's
 /// tail.FindTailLineStartIndex: it counts newlines from the end, so a final
-/// line without one comes on top of the `n`.
-pub async fn tail_start(f: &mut tokio::fs::File, n: Option<i64>) -> std::io::Result<u64> {
+/// line without one comes on top of the `n`. Also the file's size the count
+/// was made at: a read that stops there returns exactly those lines, even
+/// while the container keeps writing.
+pub async fn tail_start(f: &mut tokio::fs::File, n: Option<i64>) -> std::io::Result<(u64, u64)> {
+    let size = f.seek(SeekFrom::End(0)).await?;
     let Some(n) = n.filter(|n| *n >= 0) else {
-        return Ok(0);
+        return Ok((0, size));
     };
     const BLOCK: u64 = 4096;
-    let size = f.seek(SeekFrom::End(0)).await?;
     let mut right = size;
     let mut count: i64 = 0;
     let mut block = Vec::new();
@@ -292,7 +294,7 @@ pub async fn tail_start(f: &mut tokio::fs::File, n: Option<i64>) -> std::io::Res
             None => break,
         }
     }
-    Ok(left + pos as u64)
+    Ok((left + pos as u64, size))
 }
 
 /// How a log follow learns that the container stopped.
@@ -326,13 +328,14 @@ pub async fn read_logs(
     };
     let mut file = open(path.clone()).await?;
     let tail = opts.tail_lines;
-    let start = tail_start(&mut file, tail)
-        .await
-        .map_err(|source| LogError::Tail {
-            tail: tail.unwrap_or(-1),
-            path: path.clone(),
-            source,
-        })?;
+    let (start, size_at_open) =
+        tail_start(&mut file, tail)
+            .await
+            .map_err(|source| LogError::Tail {
+                tail: tail.unwrap_or(-1),
+                path: path.clone(),
+                source,
+            })?;
     file.seek(SeekFrom::Start(start))
         .await
         .map_err(|source| LogError::Read {
@@ -345,7 +348,9 @@ pub async fn read_logs(
     let mut line = Vec::new();
     let mut last_check = Instant::now() - STATE_CHECK;
     let mut running = true;
+    let mut offset = start;
     loop {
+        let line_start = offset;
         let n = reader
             .read_until(b'\n', &mut line)
             .await
@@ -353,6 +358,12 @@ pub async fn read_logs(
                 path: path.clone(),
                 source,
             })?;
+        offset += n as u64;
+        // Without follow, the file is read as it was when opened: lines
+        // written since are not part of the answer (so --tail=N gives N).
+        if !opts.follow && n > 0 && line_start >= size_at_open {
+            return Ok(());
+        }
         let complete = line.last() == Some(&b'\n');
         if n == 0 || !complete {
             if !opts.follow {
