@@ -236,12 +236,15 @@ async fn list(api: &Api, group: &str, plural: &str, ns: &str) -> Result<Vec<Valu
     if !items.is_empty() {
         return Ok(items.iter().map(|o| o.value()).collect());
     }
-    let ns = (!ns.is_empty()).then_some(ns);
-    let (items, _, _, _) = api
-        .registry
-        .list_from_store(&res, ns, None, 0, None)
+    // Nothing cached: make sure that is not just the cache lagging behind a
+    // write acknowledged a moment ago (a LimitRange created just before the
+    // pod must apply). Waiting for the cache is far cheaper than reading the
+    // store on every create, and usually returns at once.
+    cache
+        .sync()
         .await
-        .map_err(|e| Denial::Internal(e.message))?;
+        .map_err(|e| Denial::Internal(format!("watch cache did not catch up: {e}")))?;
+    let (items, _) = cache.list(&sub);
     Ok(items.iter().map(|o| o.value()).collect())
 }
 

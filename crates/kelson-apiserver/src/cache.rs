@@ -117,7 +117,12 @@ pub fn decode(
 ) -> Option<Arc<CachedObject>> {
     let mut v: Value = serde_json::from_slice(value).ok()?;
     let meta = v.get_mut("metadata")?.as_object_mut()?;
-    meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    // Splicing the resourceVersion into the stored bytes is much cheaper
+    // than encoding the decoded object again.
+    let spliced = crate::meta::with_resource_version(value, rev);
+    if spliced.is_none() {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
     let name = meta
         .get("name")
         .and_then(Value::as_str)
@@ -134,7 +139,10 @@ pub fn decode(
         .cloned()
         .unwrap_or_default();
     let fields = indexer(&v);
-    let json = Bytes::from(serde_json::to_vec(&v).ok()?);
+    let json = match spliced {
+        Some(json) => Bytes::from(json),
+        None => Bytes::from(serde_json::to_vec(&v).ok()?),
+    };
     Some(Arc::new(CachedObject {
         key: key.clone(),
         namespace,
@@ -222,6 +230,12 @@ impl WatchCache {
 
     pub fn get(&self, key: &[u8]) -> Option<Arc<CachedObject>> {
         self.state.read().objects.get(key).cloned()
+    }
+
+    /// Whether a watch after `rev` could start from the window now.
+    pub fn covers(&self, rev: Revision) -> bool {
+        let st = self.state.read();
+        rev >= st.oldest && rev <= st.rev
     }
 
     /// Starts a watch after `rev`: events from the window, then live ones.

@@ -75,11 +75,70 @@ pub fn format_time(t: jiff::Timestamp) -> String {
 /// The object minus fields that are not stored (resourceVersion comes from
 /// the store's revision; selfLink is gone upstream).
 pub fn for_storage(obj: &Value) -> Vec<u8> {
-    let mut v = obj.clone();
-    let m = meta_mut(&mut v);
-    m.remove("resourceVersion");
-    m.remove("selfLink");
-    serde_json::to_vec(&v).unwrap_or_default()
+    // Serialized through a view rather than a trimmed copy: cloning a whole
+    // object on every write cost as much as encoding it.
+    serde_json::to_vec(&StorageView(obj)).unwrap_or_default()
+}
+
+/// An object as stored: metadata without `resourceVersion` (the store
+/// revision is the truth) and without the long-gone `selfLink`.
+struct StorageView<'a>(&'a Value);
+
+struct StoredMeta<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for StorageView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(top) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(m)) => map.serialize_entry(k, &StoredMeta(m))?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self
+            .0
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "resourceVersion" | "selfLink"));
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in kept {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `json` (a stored object: a JSON object whose metadata has no
+/// resourceVersion) with `metadata.resourceVersion` set to `rev`, by
+/// splicing the bytes instead of decoding and encoding the whole object.
+/// None if `json` is not such an object.
+pub fn with_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
+    use serde_json::value::RawValue;
+    let top: std::collections::BTreeMap<&str, &RawValue> = serde_json::from_slice(json).ok()?;
+    let meta = top.get("metadata")?.get();
+    if !meta.starts_with('{') || meta.contains("\"resourceVersion\"") {
+        return None;
+    }
+    // The raw value borrows from `json`, so its offset is exact.
+    let open = meta.as_ptr() as usize - json.as_ptr() as usize;
+    let empty = meta[1..].trim_start().starts_with('}');
+    let mut out = Vec::with_capacity(json.len() + 32);
+    out.extend_from_slice(&json[..=open]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rev.to_string().as_bytes());
+    out.extend_from_slice(if empty { b"\"" } else { b"\"," });
+    out.extend_from_slice(&json[open + 1..]);
+    Some(out)
 }
 
 /// Everything but metadata and status: what a generation counts.
@@ -106,4 +165,51 @@ pub fn random_suffix() -> String {
         .take(5)
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn storage_drops_resource_version_and_self_link_only() {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "resourceVersion": "7", "selfLink": "/x", "labels": {"k": "v"}},
+            "spec": {"resourceVersion": "kept"},
+        });
+        let stored: Value = serde_json::from_slice(&for_storage(&obj)).unwrap();
+        assert_eq!(
+            stored,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "a", "labels": {"k": "v"}},
+                "spec": {"resourceVersion": "kept"},
+            })
+        );
+    }
+
+    #[test]
+    fn resource_version_is_spliced_into_metadata() {
+        let stored = for_storage(&json!({"kind": "Pod", "metadata": {"name": "a"}, "spec": {}}));
+        let out: Value =
+            serde_json::from_slice(&with_resource_version(&stored, 42).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "42"}, "spec": {}})
+        );
+        let empty = br#"{"metadata": { } ,"b":1}"#;
+        let out: Value = serde_json::from_slice(&with_resource_version(empty, 3).unwrap()).unwrap();
+        assert_eq!(out, json!({"metadata": {"resourceVersion": "3"}, "b": 1}));
+    }
+
+    #[test]
+    fn splicing_refuses_what_it_cannot_do_safely() {
+        assert!(with_resource_version(b"[1]", 1).is_none());
+        assert!(with_resource_version(br#"{"metadata":null}"#, 1).is_none());
+        assert!(with_resource_version(br#"{"spec":{}}"#, 1).is_none());
+        assert!(with_resource_version(br#"{"metadata":{"resourceVersion":"1"}}"#, 2).is_none());
+        assert!(with_resource_version(b"not json", 1).is_none());
+    }
 }

@@ -109,6 +109,13 @@ impl Registry {
         Ok(cache)
     }
 
+    /// The watch cache's copy of `key`, if that resource's cache is running
+    /// and has it (never starts a cache).
+    fn cached(&self, res: &Resource, key: &[u8]) -> Option<Arc<crate::cache::CachedObject>> {
+        let cache = self.caches.read().get(&res.key_prefix()).cloned()?;
+        cache.get(key)
+    }
+
     /// Stops serving a storage location from memory (its CRD is gone).
     pub fn drop_cache(&self, prefix: &str) {
         self.caches.write().remove(prefix);
@@ -276,46 +283,75 @@ impl Registry {
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
     {
         let key = store_key(res, ns, name);
+        // As upstream's GuaranteedUpdate, the first attempt starts from the
+        // watch cache's copy; anything that copy may have got wrong (a
+        // conflict, a failed precondition, an apparent no-op) is retried
+        // from the store.
+        let mut try_cache = true;
         for _ in 0..UPDATE_RETRIES {
-            let current = self.store.get(&key, None).await?.kv;
-            let Some(current) = current else {
-                let desired = change(None)?;
-                let created = self.create(res, ns, desired, opts).await;
-                match created {
-                    Err(e) if e.reason == "AlreadyExists" => continue,
-                    other => return other.map(|o| (o, true)),
-                }
+            let cached = if std::mem::take(&mut try_cache) {
+                self.cached(res, &key)
+            } else {
+                None
             };
-            let old = decode_stored(&current.value, current.mod_revision)?;
-            let mut new = change(Some(&old))?;
-            let precondition = meta::resource_version(&new).map(String::from);
-            if let Some(rv) = &precondition {
-                if *rv != current.mod_revision.to_string() {
-                    return Err(ApiError::stale(&res.group, &res.plural, name));
+            let from_cache = cached.is_some();
+            let (old, mod_revision) = match cached {
+                Some(c) => (c.value(), c.rev),
+                None => match self.store.get(&key, None).await?.kv {
+                    Some(kv) => (decode_stored(&kv.value, kv.mod_revision)?, kv.mod_revision),
+                    None => {
+                        let desired = change(None)?;
+                        let created = self.create(res, ns, desired, opts).await;
+                        match created {
+                            Err(e) if e.reason == "AlreadyExists" => continue,
+                            other => return other.map(|o| (o, true)),
+                        }
+                    }
+                },
+            };
+            // Everything decided from `old` (the change, preconditions,
+            // admission, validation): with a cached `old`, any refusal may be
+            // the cache's lag, so it is retried from the store first.
+            let prepared = async {
+                let mut new = change(Some(&old))?;
+                let precondition = meta::resource_version(&new).map(String::from);
+                if let Some(rv) = &precondition {
+                    if *rv != mod_revision.to_string() {
+                        return Err(ApiError::stale(&res.group, &res.plural, name));
+                    }
                 }
-            }
-            if let (Some(want), Some(have)) = (meta::uid(&new), meta::uid(&old)) {
-                if want != have {
-                    return Err(ApiError::conflict(
-                        &res.group,
-                        &res.plural,
-                        name,
-                        &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
-                    ));
+                if let (Some(want), Some(have)) = (meta::uid(&new), meta::uid(&old)) {
+                    if want != have {
+                        return Err(ApiError::conflict(
+                            &res.group,
+                            &res.plural,
+                            name,
+                            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+                        ));
+                    }
                 }
+                carry_over_meta(res, &mut new, &old);
+                if let Some(adm) = &opts.admission {
+                    let attrs =
+                        adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
+                    adm.mutate(&attrs, &mut new).await?;
+                }
+                if !opts.binding {
+                    strategy::validate(res, &new, Some(&old))?;
+                }
+                if let Some(adm) = &opts.admission {
+                    let attrs =
+                        adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
+                    adm.validate(&attrs, &new).await?;
+                }
+                Ok((new, precondition))
             }
-            carry_over_meta(res, &mut new, &old);
-            if let Some(adm) = &opts.admission {
-                let attrs = adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
-                adm.mutate(&attrs, &mut new).await?;
-            }
-            if !opts.binding {
-                strategy::validate(res, &new, Some(&old))?;
-            }
-            if let Some(adm) = &opts.admission {
-                let attrs = adm.attributes(res, Operation::Update, ns, Some(&old), opts.dry_run);
-                adm.validate(&attrs, &new).await?;
-            }
+            .await;
+            let (mut new, precondition) = match prepared {
+                Ok(p) => p,
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(e),
+            };
             // Removing the last finalizer of an object being deleted deletes it.
             if meta::deletion_timestamp(&new).is_some()
                 && meta::finalizers(&new).is_empty()
@@ -325,17 +361,13 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((new, false));
                 }
-                return match self
-                    .store
-                    .delete(key.clone(), Some(current.mod_revision))
-                    .await
-                {
+                return match self.store.delete(key.clone(), Some(mod_revision)).await {
                     Ok(d) => {
                         meta_mut(&mut new)
                             .insert("resourceVersion".into(), json!(d.revision.to_string()));
                         Ok((new, false))
                     }
-                    Err(e) if e.is_conflict() && precondition.is_none() => continue,
+                    Err(e) if e.is_conflict() && (precondition.is_none() || from_cache) => continue,
                     Err(e) if e.is_conflict() => {
                         Err(ApiError::stale(&res.group, &res.plural, name))
                     }
@@ -343,6 +375,10 @@ impl Registry {
                 };
             }
             if same_object(&new, &old) {
+                if from_cache {
+                    // Only a no-op against the current state is one.
+                    continue;
+                }
                 // Upstream skips no-op writes: the resourceVersion stays.
                 return Ok((old, false));
             }
@@ -352,7 +388,7 @@ impl Registry {
             let value = meta::for_storage(&new);
             match self
                 .store
-                .update(key.clone(), Bytes::from(value), current.mod_revision)
+                .update(key.clone(), Bytes::from(value), mod_revision)
                 .await
             {
                 Ok(kv) => {
@@ -360,7 +396,7 @@ impl Registry {
                         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                     return Ok((new, false));
                 }
-                Err(e) if e.is_conflict() && precondition.is_none() => continue,
+                Err(e) if e.is_conflict() && (precondition.is_none() || from_cache) => continue,
                 Err(e) if e.is_conflict() => {
                     return Err(ApiError::stale(&res.group, &res.plural, name))
                 }

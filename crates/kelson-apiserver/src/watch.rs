@@ -13,7 +13,7 @@ use kelson_store::{EventKind, WatchStart};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::cache::{decode, CacheError, CacheEvent, CachedObject, EventType};
+use crate::cache::{decode, CacheError, CacheEvent, CachedObject, EventType, WatchCache};
 use crate::convert;
 use crate::handler::{parse_rv, partial_metadata, Api, Body, Query};
 use crate::list::{ns_prefix, Filter};
@@ -160,51 +160,22 @@ pub async fn serve(
                     rev
                 }
             };
-            // From the cache's window; from store history if it is older.
-            match cache.watch_after(after) {
-                Ok(mut cw) => {
-                    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-                    tick.tick().await;
-                    loop {
-                        tokio::select! {
-                            ev = cw.next() => match ev {
-                                Ok(Some(ev)) => {
-                                    w.push_event(&ev);
-                                    // Take whatever else is ready as well.
-                                    let mut behind = false;
-                                    while w.buf.len() < CHUNK {
-                                        match cw.try_next() {
-                                            Ok(Some(ev)) => w.push_event(&ev),
-                                            Ok(None) => break,
-                                            Err(_) => { behind = true; break; }
-                                        }
-                                    }
-                                    if !w.flush().await { return; }
-                                    if behind {
-                                        // Too slow for the cache's window: the
-                                        // store's history still has every event.
-                                        return from_store(&api2, &mut w, cw.last_revision()).await;
-                                    }
-                                }
-                                Ok(None) => return,
-                                Err(CacheError::TooOld { .. }) => {
-                                    return from_store(&api2, &mut w, cw.last_revision()).await;
-                                }
-                                Err(e) => { w.send_error(&too_old(e)).await; return; }
-                            },
-                            _ = tick.tick(), if bookmarks => {
-                                if let Some(rev) = cw.bookmark_revision() {
-                                    if !w.send_bookmark(rev, false).await { return; }
-                                }
-                            }
-                            _ = w.tx.closed() => return,
+            // From the cache's window; from store history while it is older,
+            // and back to the cache once the watcher has caught up.
+            let mut next = Source::Cache(after);
+            loop {
+                next = match next {
+                    Source::Cache(rev) => match cache.watch_after(rev) {
+                        Ok(cw) => follow_cache(&mut w, cw, bookmarks).await,
+                        Err(CacheError::TooOld { .. }) => Source::Store(rev),
+                        Err(e) => {
+                            w.send_error(&too_old(e)).await;
+                            Source::Done
                         }
-                    }
-                }
-                Err(CacheError::TooOld { .. }) => from_store(&api2, &mut w, after).await,
-                Err(e) => {
-                    w.send_error(&too_old(e)).await;
-                }
+                    },
+                    Source::Store(rev) => from_store(&api2, &mut w, rev, &cache).await,
+                    Source::Done => return,
+                };
             }
         };
         let _ = tokio::time::timeout(timeout, run).await;
@@ -246,7 +217,67 @@ fn too_old(e: CacheError) -> ApiError {
 }
 
 /// Follows the store's own history for a start older than the cache window.
-async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
+/// Where a watch takes its next events from.
+enum Source {
+    /// The cache's window, after this revision.
+    Cache(u64),
+    /// The store's history, after this revision.
+    Store(u64),
+    Done,
+}
+
+/// Streams cache events until the client goes away (Done) or the watcher
+/// falls out of the cache's window (Store).
+async fn follow_cache(
+    w: &mut Watcher,
+    mut cw: crate::cache::CacheWatch,
+    bookmarks: bool,
+) -> Source {
+    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            ev = cw.next() => match ev {
+                Ok(Some(ev)) => {
+                    w.push_event(&ev);
+                    // Take whatever else is ready as well.
+                    let mut behind = false;
+                    while w.buf.len() < CHUNK {
+                        match cw.try_next() {
+                            Ok(Some(ev)) => w.push_event(&ev),
+                            Ok(None) => break,
+                            Err(_) => { behind = true; break; }
+                        }
+                    }
+                    if !w.flush().await { return Source::Done; }
+                    if behind {
+                        // Too slow for the cache's window: the store's
+                        // history still has every event.
+                        return Source::Store(cw.last_revision());
+                    }
+                }
+                Ok(None) => return Source::Done,
+                Err(CacheError::TooOld { .. }) => return Source::Store(cw.last_revision()),
+                Err(e) => { w.send_error(&too_old(e)).await; return Source::Done; }
+            },
+            _ = tick.tick(), if bookmarks => {
+                if let Some(rev) = cw.bookmark_revision() {
+                    if !w.send_bookmark(rev, false).await { return Source::Done; }
+                }
+            }
+            _ = w.tx.closed() => return Source::Done,
+        }
+    }
+}
+
+/// How often a watcher reading the store checks whether the cache's window
+/// covers it again.
+const RETURN_CHECK: Duration = Duration::from_millis(200);
+
+/// Streams the store's history after `after`. Each event is decoded here,
+/// per watcher, so once the watcher has caught up and the cache's window
+/// reaches back to it, it goes back to the cache (Cache).
+async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64, cache: &WatchCache) -> Source {
     let prefix = Bytes::from(w.res.key_prefix());
     let mut stream = match api
         .registry
@@ -257,21 +288,25 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
         Ok(s) => s,
         Err(e) => {
             w.send_error(&too_old(CacheError::Store(e))).await;
-            return;
+            return Source::Done;
         }
     };
     let indexer = indexer_for(&w.res);
     // Previous states matter only for selector transitions.
     let want_prev = !w.filter.is_empty();
+    let mut last;
+    let mut checked = tokio::time::Instant::now();
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
-            _ = w.tx.closed() => return,
+            _ = w.tx.closed() => return Source::Done,
         };
         let mut next = ev;
+        let mut drained = false;
         loop {
             match next {
                 Some(Ok(ev)) => {
+                    last = ev.revision();
                     if let Some(cache_ev) = store_event(&indexer, want_prev, ev) {
                         w.push_event(&cache_ev);
                     }
@@ -279,11 +314,11 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
                 Some(Err(e)) => {
                     w.flush().await;
                     w.send_error(&too_old(CacheError::Store(e))).await;
-                    return;
+                    return Source::Done;
                 }
                 None => {
                     w.flush().await;
-                    return;
+                    return Source::Done;
                 }
             }
             if w.buf.len() >= CHUNK {
@@ -292,11 +327,20 @@ async fn from_store(api: &Arc<Api>, w: &mut Watcher, after: u64) {
             // Take whatever else is ready as well.
             match stream.try_next() {
                 Some(ev) => next = Some(ev),
-                None => break,
+                None => {
+                    drained = true;
+                    break;
+                }
             }
         }
         if !w.flush().await {
-            return;
+            return Source::Done;
+        }
+        if drained && checked.elapsed() >= RETURN_CHECK {
+            checked = tokio::time::Instant::now();
+            if cache.covers(last) {
+                return Source::Cache(last);
+            }
         }
     }
 }

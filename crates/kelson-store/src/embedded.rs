@@ -43,6 +43,8 @@ const DELETES_PER_TXN: usize = 4096;
 const RECLAIM_MIN_FILE_BYTES: u64 = 16 << 20;
 /// Live batches buffered per watcher before it falls back to reading history.
 const BROADCAST_CAPACITY: usize = 1024;
+/// Ranges up to this many items are read on the calling task.
+const INLINE_READ_ITEMS: usize = 16;
 
 /// Whether a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,15 +295,14 @@ impl Store for EmbeddedStore {
                 revision: rev,
             });
         };
-        let shared = self.shared.clone();
+        // One version of one key: a few microseconds of reading, far less
+        // than handing it to the blocking pool and back.
         let key = Bytes::copy_from_slice(key);
-        let kv = tokio::task::spawn_blocking(move || {
-            let txn = shared.db.begin_read().map_err(engine)?;
+        let kv = {
+            let txn = self.shared.db.begin_read().map_err(engine)?;
             let log = txn.open_table(LOG).map_err(engine)?;
-            read_version(&log, key, version, rev)
-        })
-        .await
-        .map_err(join_error)??;
+            read_version(&log, key, version, rev)?
+        };
         Ok(GetResponse {
             kv: Some(kv),
             revision: rev,
@@ -317,18 +318,26 @@ impl Store for EmbeddedStore {
                 .range(&req.prefix, req.start_after.as_deref(), rev, req.limit);
             (rev, plan)
         };
+        let plan_len = plan.items.len();
         let shared = self.shared.clone();
         let items = plan.items;
-        let kvs = tokio::task::spawn_blocking(move || {
+        let read = move || {
             let txn = shared.db.begin_read().map_err(engine)?;
             let log = txn.open_table(LOG).map_err(engine)?;
             items
                 .into_iter()
                 .map(|(key, version)| read_version(&log, key, version, rev))
                 .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(join_error)??;
+        };
+        // Small ranges are read in place, like `get`; big ones would hold
+        // up the async worker, so they go to the blocking pool.
+        let kvs = if plan_len <= INLINE_READ_ITEMS {
+            read()?
+        } else {
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(join_error)??
+        };
         Ok(RangeResponse {
             kvs,
             more: plan.more,

@@ -13,6 +13,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+// The API server allocates and frees many small JSON values per request;
+// mimalloc does that with far less CPU than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = env!("KELSON_GIT_COMMIT");
 

@@ -153,6 +153,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// A container spec with only a name and an image.
+#[allow(dead_code)] // not every test binary builds pods
 pub fn container(name: &str) -> Value {
     json!({"name": name, "image": "busybox"})
 }
