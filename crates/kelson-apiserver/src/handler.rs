@@ -297,10 +297,23 @@ pub async fn handle(
             Err(_) => return error_response(&ApiError::too_many_requests(1)),
         }
     };
-    match crate::nodeauth::scope(user.as_ref(), serve(&api, req, &q)).await {
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let resp = match crate::nodeauth::scope(user.as_ref(), serve(&api, req, &q)).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
-    }
+    };
+    // One line per request, as upstream's httplog at -v=3; off unless
+    // RUST_LOG asks for this target at trace level.
+    tracing::trace!(
+        target: "kelson_apiserver::httplog",
+        verb = %method,
+        path = %path,
+        user = user.as_ref().map(|u| u.name.as_str()).unwrap_or(""),
+        code = resp.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+    );
+    resp
 }
 
 async fn read_body(

@@ -39,6 +39,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::Informers;
 use crate::podcontrol::{controller_of, indexed_watch, OwnerIndex};
 use crate::runner;
 use schedule::{load_location, Schedule};
@@ -126,8 +127,14 @@ struct Context {
 
 /// Runs the controller until `shutdown` fires.
 pub async fn run(client: Client, options: Options, shutdown: CancellationToken) {
+    run_with(Informers::new(client), options, shutdown).await;
+}
+
+/// Runs the CronJob controller on shared informers until `shutdown` fires.
+pub async fn run_with(informers: Informers, options: Options, shutdown: CancellationToken) {
+    let client = informers.client().clone();
     let controller = runner::controller::<CronJob>(&client, WORKERS);
-    let (jobs, job_stream) = indexed_watch::<Job, _>(&client, |_, _| {});
+    let (jobs, job_stream) = indexed_watch::<Job, _>(&informers, |_| {});
     let recorder = Recorder::new(client.clone(), COMPONENT, "");
     let wakeups = Arc::new(Wakeups::default());
     let (wake_tx, wake_rx) = mpsc::channel(1024);
@@ -151,7 +158,7 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
             |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
         );
     let controller = controller
-        .watches_stream(job_stream, |job: Job| owner_of_job(&job))
+        .watches_shared_stream(job_stream, |job: Arc<Job>| owner_of_job(&job))
         .reconcile_on(woken)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx);

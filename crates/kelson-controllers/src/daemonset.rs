@@ -34,6 +34,7 @@ use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::history;
+use crate::informers::Informers;
 use crate::podcontrol::{
     self, claim, indexed_watch, is_pod_available, is_pod_ready, owners_of_child, pod_from_template,
     ClaimOwner, Expectations, OwnerIndex, PodControl, Selector,
@@ -190,19 +191,20 @@ impl Context {
 
 /// Runs the DaemonSet controller until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with(client, shutdown, Options::default()).await;
+    run_with(Informers::new(client), shutdown, Options::default()).await;
 }
 
 /// Runs the controller with `options`.
-pub async fn run_with(client: Client, shutdown: CancellationToken, options: Options) {
+pub async fn run_with(informers: Informers, shutdown: CancellationToken, options: Options) {
+    let client = informers.client().clone();
     let creations = Arc::new(Expectations::default());
     let deletions = Arc::new(Expectations::default());
     let (c, d) = (creations.clone(), deletions.clone());
-    let (pods, pod_stream) = indexed_watch::<Pod, _>(&client, move |ev, store| {
-        c.observe(ev, store);
-        d.observe(ev, store);
+    let (pods, pod_stream) = indexed_watch::<Pod, _>(&informers, move |n| {
+        c.observe(n);
+        d.observe(n);
     });
-    let (revisions, rev_stream) = indexed_watch::<ControllerRevision, _>(&client, |_, _| {});
+    let (revisions, rev_stream) = indexed_watch::<ControllerRevision, _>(&informers, |_| {});
     let (node_reader, node_writer) = reflector::store::<Node>();
 
     let recorder = Recorder::new(client.clone(), COMPONENT, "");
@@ -230,10 +232,10 @@ pub async fn run_with(client: Client, shutdown: CancellationToken, options: Opti
     });
     let (s1, s2) = (ds_store.clone(), ds_store);
     let controller = controller
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| {
             owners_of_child(&s1, &pod.metadata, ds_selector)
         })
-        .watches_stream(rev_stream, move |rev: ControllerRevision| {
+        .watches_shared_stream(rev_stream, move |rev: Arc<ControllerRevision>| {
             owners_of_child(&s2, &rev.metadata, ds_selector)
         })
         .reconcile_on(node_stream)

@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::Informers;
 use crate::podcontrol::{
     self, claim, controller_of, controller_ref, indexed_watch, owners_of_child, ClaimOwner,
     OwnerIndex, Selector,
@@ -63,11 +64,12 @@ struct Context {
 
 /// Runs the Deployment controller until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with(client, shutdown, Options::default()).await;
+    run_with(Informers::new(client), shutdown, Options::default()).await;
 }
 
-pub async fn run_with(client: Client, shutdown: CancellationToken, options: Options) {
-    let (replica_sets, rs_stream) = indexed_watch::<ReplicaSet, _>(&client, |_, _| {});
+pub async fn run_with(informers: Informers, shutdown: CancellationToken, options: Options) {
+    let client = informers.client().clone();
+    let (replica_sets, rs_stream) = indexed_watch::<ReplicaSet, _>(&informers, |_| {});
     let recorder = Recorder::new(client.clone(), COMPONENT, "");
     let controller = runner::controller::<Deployment>(&client, options.workers);
     let store = controller.store();
@@ -77,7 +79,7 @@ pub async fn run_with(client: Client, shutdown: CancellationToken, options: Opti
         recorder: recorder.clone(),
     });
     let controller = controller
-        .watches_stream(rs_stream, move |rs: ReplicaSet| {
+        .watches_shared_stream(rs_stream, move |rs: Arc<ReplicaSet>| {
             owners_of_child(&store, &rs.metadata, |d: &Deployment| {
                 Selector::from_label_selector(d.spec.as_ref().map(|s| &s.selector))
             })

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, ReplicationController};
@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::Informers;
 use crate::podcontrol::{controller_of, is_conflict, is_not_found, Selector};
 use crate::runner;
 use status::Counts;
@@ -106,7 +107,7 @@ struct Context {
 
 /// Runs the disruption controller until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with(client, Options::default(), shutdown).await;
+    run_with(Informers::new(client), Options::default(), shutdown).await;
 }
 
 /// A watch of every `K` into a store, yielding touched objects; `strip`
@@ -134,26 +135,6 @@ where
         .reflect(writer)
         .touched_objects();
     (reader, stream)
-}
-
-/// Keeps of a pod only what budgets read: identity, labels, owners,
-/// deletion, phase and the Ready/DisruptionTarget conditions (at 50,000
-/// pods the rest would be most of this controller's memory).
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.spec = None;
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions.map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready" || c.type_ == "DisruptionTarget")
-                    .collect()
-            }),
-            ..Default::default()
-        });
-    }
 }
 
 fn strip_rs(rs: &mut ReplicaSet) {
@@ -190,8 +171,15 @@ fn strip_rc(rc: &mut ReplicationController) {
 }
 
 /// Runs the controller with `options` until `shutdown` fires.
-pub async fn run_with(client: Client, options: Options, shutdown: CancellationToken) {
-    let (pods, pod_stream) = watch_into::<Pod>(&client, strip_pod);
+pub async fn run_with(informers: Informers, options: Options, shutdown: CancellationToken) {
+    let client = informers.client().clone();
+    // Pods come from the shared informer: one copy of each for every
+    // controller, and no watch of this controller's own.
+    let pod_informer = informers.get::<Pod>();
+    let pods = pod_informer.store();
+    let pod_stream = pod_informer
+        .subscribe()
+        .filter_map(|n| futures::future::ready(n.object().cloned()));
     let (replica_sets, rs_stream) = watch_into::<ReplicaSet>(&client, strip_rs);
     let (deployments, d_stream) = watch_into::<Deployment>(&client, strip_deployment);
     let (stateful_sets, sts_stream) = watch_into::<StatefulSet>(&client, strip_sts);
@@ -202,9 +190,9 @@ pub async fn run_with(client: Client, options: Options, shutdown: CancellationTo
     // Pods with a stale DisruptionTarget condition go to their own worker.
     let (stale_tx, stale_rx) = mpsc::unbounded_channel();
     let stale_timeout = options.stale_pod_disruption_timeout;
-    let pod_stream = pod_stream.inspect_ok(move |pod| {
+    let pod_stream = pod_stream.inspect(move |pod| {
         if let Some(after) = stale_disruption_condition(pod, stale_timeout, Timestamp::now()) {
-            let _ = stale_tx.send((ObjectRef::from_obj(pod), after));
+            let _ = stale_tx.send((ObjectRef::from_obj(&**pod), after));
         }
     });
     let stale_shutdown = shutdown.child_token();
@@ -243,7 +231,7 @@ pub async fn run_with(client: Client, options: Options, shutdown: CancellationTo
     // budgets when its spec (generation) changes, not on status updates.
     let pc = PredicateConfig::default;
     let controller = controller
-        .watches_stream(pod_stream, move |pod: Pod| budgets_for_pod(&b1, &pod))
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| budgets_for_pod(&b1, &pod))
         .watches_stream(
             rs_stream.predicate_filter(predicates::generation, pc()),
             move |o: ReplicaSet| budgets_in_namespace(&b2, o.namespace()),
@@ -825,29 +813,5 @@ mod tests {
         let mut deleting = evicted("EvictionByEvictionAPI", 500);
         deleting.metadata.deletion_timestamp = Some(Time(now));
         assert_eq!(stale_disruption_condition(&deleting, timeout, now), None);
-    }
-
-    #[test]
-    fn stripped_pods_keep_what_budgets_read() {
-        let mut p = pod(serde_json::json!({
-            "metadata": {"name": "p", "labels": {"app": "web"}, "annotations": {"a": "b"},
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                              "name": "rs", "uid": "u1", "controller": true}]},
-            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [
-                {"type": "Ready", "status": "True"},
-                {"type": "PodScheduled", "status": "True"}
-            ]}
-        }));
-        strip_pod(&mut p);
-        assert!(p.spec.is_none());
-        assert!(crate::podcontrol::is_pod_ready(&p));
-        assert_eq!(
-            controller_of(&p.metadata).map(|r| r.uid.as_str()),
-            Some("u1")
-        );
-        let status = p.status.unwrap();
-        assert_eq!(status.pod_ip, None);
-        assert_eq!(status.conditions.unwrap().len(), 1);
     }
 }

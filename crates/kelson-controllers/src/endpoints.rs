@@ -13,7 +13,7 @@ pub mod desired;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -24,6 +24,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::garbagecollector::queue::WorkQueue;
+use crate::informers::{Informers, Notice};
 use desired::{PodInfo, Skipped};
 
 /// Upstream's annotation with the time of the change behind an update.
@@ -74,6 +75,12 @@ fn key_of(meta: &ObjectMeta) -> Option<(String, String)> {
 
 /// Runs both controllers until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
+    run_with(Informers::new(client), shutdown).await;
+}
+
+/// Runs both controllers on shared informers until `shutdown` fires.
+pub async fn run_with(informers: Informers, shutdown: CancellationToken) {
+    let client = informers.client().clone();
     let state = Arc::new(State {
         client: client.clone(),
         services: Default::default(),
@@ -95,15 +102,22 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         },
     )));
     let st = state.clone();
-    tasks.push(tokio::spawn(drive(
-        watcher::watcher(Api::<Pod>::all(client.clone()), Default::default()),
-        synced[1].clone(),
-        shutdown.clone(),
-        {
-            let mut seen = None;
-            move |ev| st.on_pod(ev, &mut seen)
-        },
-    )));
+    let pod_notices = informers.get::<Pod>().subscribe();
+    let (pods_synced, stop) = (synced[1].clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut notices = std::pin::pin!(pod_notices);
+        loop {
+            let n = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = notices.next() => n,
+            };
+            match n {
+                Some(Notice::Synced) => pods_synced.cancel(),
+                Some(n) => st.on_pod(n),
+                None => return,
+            }
+        }
+    }));
     let st = state.clone();
     tasks.push(tokio::spawn(drive(
         watcher::watcher(
@@ -244,16 +258,12 @@ impl State {
         }
     }
 
-    fn on_pod(&self, ev: Event<Pod>, seen: &mut Seen) {
-        match ev {
-            Event::Init => *seen = Some(HashSet::new()),
-            Event::InitApply(p) | Event::Apply(p) => {
+    fn on_pod(&self, notice: Notice<Pod>) {
+        match notice {
+            Notice::Apply { obj: p, .. } => {
                 let Some(info) = PodInfo::from_pod(&p) else {
                     return;
                 };
-                if let Some(seen) = seen.as_mut() {
-                    seen.insert((info.namespace.clone(), info.name.clone()));
-                }
                 let info = Arc::new(info);
                 let old = write(&self.pods)
                     .entry(info.namespace.clone())
@@ -264,7 +274,7 @@ impl State {
                     self.enqueue_for_pod(&info.namespace, old.as_deref(), Some(&info));
                 }
             }
-            Event::Delete(p) => {
+            Notice::Delete(p) => {
                 let Some((ns, name)) = key_of(&p.metadata) else {
                     return;
                 };
@@ -273,24 +283,8 @@ impl State {
                     self.enqueue_for_pod(&ns, Some(&old), None);
                 }
             }
-            Event::InitDone => {
-                let Some(seen) = seen.take() else {
-                    return;
-                };
-                let mut gone = Vec::new();
-                for (ns, m) in write(&self.pods).iter_mut() {
-                    m.retain(|name, p| {
-                        let keep = seen.contains(&(ns.clone(), name.clone()));
-                        if !keep {
-                            gone.push(p.clone());
-                        }
-                        keep
-                    });
-                }
-                for p in gone {
-                    self.enqueue_for_pod(&p.namespace, Some(&p), None);
-                }
-            }
+            // Relists arrive as exact changes.
+            Notice::Synced => {}
         }
     }
 

@@ -38,6 +38,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::{Informers, Notice};
 use crate::podcontrol::{
     self, claim, controller_of, controller_ref, indexed_watch, is_pod_active, is_pod_ready,
     owners_of_child, pod_from_template, ClaimOwner, Expectations, OwnerIndex, PodControl, Selector,
@@ -185,11 +186,12 @@ struct Context {
 
 /// Runs the Job controller with upstream's defaults until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with(client, shutdown, Options::default()).await;
+    run_with(Informers::new(client), shutdown, Options::default()).await;
 }
 
 /// Runs the Job controller with `options` until `shutdown` fires.
-pub async fn run_with(client: Client, shutdown: CancellationToken, options: Options) {
+pub async fn run_with(informers: Informers, shutdown: CancellationToken, options: Options) {
+    let client = informers.client().clone();
     let jobs_api: Api<Job> = Api::all(client.clone());
     let (job_reader, job_writer) = reflector::store::<Job>();
     let expectations = Arc::new(Expectations::default());
@@ -231,9 +233,9 @@ pub async fn run_with(client: Client, shutdown: CancellationToken, options: Opti
             job_reader.clone(),
             orphan_tx.clone(),
         );
-        indexed_watch::<Pod, _>(&client, move |ev, store| {
-            expectations.observe(ev, store);
-            observe_pod_event(ev, &finalizers, &jobs, &tx);
+        indexed_watch::<Pod, _>(&informers, move |n| {
+            expectations.observe(n);
+            observe_pod_event(n, &finalizers, &jobs, &tx);
         })
     };
 
@@ -253,7 +255,7 @@ pub async fn run_with(client: Client, shutdown: CancellationToken, options: Opti
     let job_store = job_reader.clone();
     let controller = Controller::for_stream(job_stream, job_reader)
         .with_config(controller::Config::default().concurrency(options.workers))
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| {
             owners_of_child(&job_store, &pod.metadata, job_selector)
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -279,15 +281,15 @@ fn is_job_ref(r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference
 /// Feeds pod events into the finalizer expectations and hands pods whose
 /// finalizer no Job sync will remove to the orphan worker.
 fn observe_pod_event(
-    ev: &watcher::Event<Pod>,
+    notice: &Notice<Pod>,
     finalizers: &FinalizerExpectations,
     jobs: &Store<Job>,
     orphans: &mpsc::UnboundedSender<OrphanWork>,
 ) {
-    let (pod, deleted) = match ev {
-        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
-        watcher::Event::Delete(p) => (p, true),
-        _ => return,
+    let (pod, deleted) = match notice {
+        Notice::Apply { obj, .. } => (obj, false),
+        Notice::Delete(p) => (p, true),
+        Notice::Synced => return,
     };
     let has_finalizer = has_tracking_finalizer(pod);
     let owner = controller_of(&pod.metadata);

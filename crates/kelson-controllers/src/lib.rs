@@ -14,6 +14,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod history;
+pub mod informers;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
@@ -45,17 +46,28 @@ pub async fn run_all(client: Client, options: Options, shutdown: CancellationTok
     tracing::info!("starting controllers");
     let c = || client.clone();
     let s = || shutdown.child_token();
+    // One watch and one store per type for all controllers.
+    let informers = informers::Informers::new(client.clone());
+    let i = || informers.clone();
     let tasks = vec![
         tokio::spawn(namespace::run(c(), s())),
-        tokio::spawn(replicaset::run(c(), s())),
-        tokio::spawn(replicaset::run_replication_controllers(c(), s())),
-        tokio::spawn(deployment::run(c(), s())),
-        tokio::spawn(statefulset::run(c(), s())),
-        tokio::spawn(daemonset::run(c(), s())),
-        tokio::spawn(job::run(c(), s())),
+        tokio::spawn(
+            replicaset::run_with::<k8s_openapi::api::apps::v1::ReplicaSet>(
+                i(),
+                s(),
+                Default::default(),
+            ),
+        ),
+        tokio::spawn(replicaset::run_with::<
+            k8s_openapi::api::core::v1::ReplicationController,
+        >(i(), s(), Default::default())),
+        tokio::spawn(deployment::run_with(i(), s(), Default::default())),
+        tokio::spawn(statefulset::run_with(i(), s(), Default::default())),
+        tokio::spawn(daemonset::run_with(i(), s(), Default::default())),
+        tokio::spawn(job::run_with(i(), s(), Default::default())),
         tokio::spawn(ttlafterfinished::run(c(), s())),
-        tokio::spawn(cronjob::run(c(), Default::default(), s())),
-        tokio::spawn(disruption::run(c(), s())),
+        tokio::spawn(cronjob::run_with(i(), Default::default(), s())),
+        tokio::spawn(disruption::run_with(i(), Default::default(), s())),
         tokio::spawn(resourcequota::run(c(), s())),
         tokio::spawn(garbagecollector::run(c(), Default::default(), s())),
         tokio::spawn(serviceaccount::run(
@@ -65,9 +77,13 @@ pub async fn run_all(client: Client, options: Options, shutdown: CancellationTok
             },
             s(),
         )),
-        tokio::spawn(endpoints::run(c(), s())),
-        tokio::spawn(podgc::run(c(), Default::default(), s())),
-        tokio::spawn(nodelifecycle::run(c(), options.node_lifecycle.clone(), s())),
+        tokio::spawn(endpoints::run_with(i(), s())),
+        tokio::spawn(podgc::run_with(i(), Default::default(), s())),
+        tokio::spawn(nodelifecycle::run_with(
+            i(),
+            options.node_lifecycle.clone(),
+            s(),
+        )),
         tokio::spawn({
             let cidr = nodeipam::ClusterCidr::new(options.cluster_cidr.clone());
             let (c, s) = (c(), s());
@@ -79,6 +95,8 @@ pub async fn run_all(client: Client, options: Options, shutdown: CancellationTok
         }),
     ];
     shutdown.cancelled().await;
+    // The informers stop once every controller has dropped its handle.
+    drop(informers);
     for task in tasks {
         if let Err(e) = task.await {
             tracing::warn!(error = %e, "controller task ended abnormally");

@@ -38,6 +38,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::{Informers, Notice};
 use rules::{ZoneState, NO_EXECUTE};
 
 /// Tunables; the defaults are kube-controller-manager's.
@@ -198,61 +199,37 @@ fn lock(index: &Mutex<PodIndex>) -> MutexGuard<'_, PodIndex> {
     index.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Keeps the pod index and tells the controller which pods changed.
+/// Keeps the index of bound pods from the shared pod informer and tells
+/// the controller which pods changed.
 async fn watch_pods(
-    client: Client,
+    notices: futures::channel::mpsc::UnboundedReceiver<Notice<Pod>>,
     index: Arc<Mutex<PodIndex>>,
     tx: mpsc::UnboundedSender<Msg>,
     shutdown: CancellationToken,
 ) {
-    let api: Api<Pod> = Api::all(client);
-    let stream =
-        watcher(api, watcher::Config::default().fields("spec.nodeName!=")).default_backoff();
-    futures::pin_mut!(stream);
-    let mut listed: Option<HashSet<String>> = None;
+    futures::pin_mut!(notices);
     loop {
-        let ev = tokio::select! {
+        let n = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = stream.next() => ev,
+            n = notices.next() => n,
         };
-        let Some(ev) = ev else { return };
-        match ev {
-            Err(e) => tracing::debug!(error = %e, "pod watch"),
-            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
-            Ok(watcher::Event::InitApply(p)) | Ok(watcher::Event::Apply(p)) => {
-                if let Some((key, info)) = pod_info(&p) {
-                    if let Some(l) = listed.as_mut() {
-                        l.insert(key.clone());
-                    }
+        match n {
+            None => return,
+            // Pods not bound to a node are none of this controller's
+            // business (and a bound pod never becomes unbound).
+            Some(Notice::Apply { obj, .. }) => {
+                if let Some((key, info)) = pod_info(&obj) {
                     lock(&index).insert(key.clone(), info);
                     let _ = tx.send(Msg::Pod(key));
                 }
             }
-            Ok(watcher::Event::InitDone) => {
-                let gone: Vec<String> = {
-                    let mut idx = lock(&index);
-                    idx.synced = true;
-                    match listed.take() {
-                        Some(l) => idx
-                            .pods
-                            .keys()
-                            .filter(|k| !l.contains(*k))
-                            .cloned()
-                            .collect(),
-                        None => Vec::new(),
-                    }
-                };
-                for key in gone {
-                    lock(&index).remove(&key);
-                    let _ = tx.send(Msg::Pod(key));
-                }
-            }
-            Ok(watcher::Event::Delete(p)) => {
+            Some(Notice::Delete(p)) => {
                 if let Some((key, _)) = pod_info(&p) {
                     lock(&index).remove(&key);
                     let _ = tx.send(Msg::Pod(key));
                 }
             }
+            Some(Notice::Synced) => lock(&index).synced = true,
         }
     }
 }
@@ -335,6 +312,16 @@ struct Controller {
 
 /// Runs the controller until `shutdown` fires.
 pub async fn run(client: Client, opts: NodeLifecycleOptions, shutdown: CancellationToken) {
+    run_with(Informers::new(client), opts, shutdown).await;
+}
+
+/// Runs the controller on shared informers until `shutdown` fires.
+pub async fn run_with(
+    informers: Informers,
+    opts: NodeLifecycleOptions,
+    shutdown: CancellationToken,
+) {
+    let client = informers.client().clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
 
     let (nodes, node_writer) = reflector::store();
@@ -386,7 +373,7 @@ pub async fn run(client: Client, opts: NodeLifecycleOptions, shutdown: Cancellat
 
     let pods = Arc::new(Mutex::new(PodIndex::default()));
     let pod_task = tokio::spawn(watch_pods(
-        client.clone(),
+        informers.get::<Pod>().subscribe(),
         pods.clone(),
         tx.clone(),
         shutdown.clone(),

@@ -23,17 +23,19 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt};
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kelson_runtime::{EventType, Recorder};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::informers::{Informed, Informers, Notice};
 
 /// Upstream's limit on creations or deletions issued in one sync.
 pub const BURST_REPLICAS: usize = 500;
@@ -603,17 +605,17 @@ impl Expectations {
         self.lock().remove(owner);
     }
 
-    /// Feeds one watch event about a child into the expectations of its
-    /// controlling owner. Call it before the event reaches `store`, which
-    /// tells new objects from updates.
-    pub fn observe<K>(&self, event: &watcher::Event<K>, store: &Store<K>)
+    /// Feeds one informer notice about a child into the expectations of
+    /// its controlling owner: a child new to the store counts as a seen
+    /// creation, a deleted or terminating one as a seen deletion.
+    pub fn observe<K>(&self, notice: &Notice<K>)
     where
-        K: Resource<DynamicType = ()> + Clone,
+        K: Resource<DynamicType = ()>,
     {
-        let (obj, deleted) = match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
-            watcher::Event::Delete(o) => (o, true),
-            _ => return,
+        let (obj, deleted, is_new) = match notice {
+            Notice::Apply { obj, old } => (obj, false, old.is_none()),
+            Notice::Delete(o) => (o, true, false),
+            Notice::Synced => return,
         };
         let Some(owner) = controller_of(obj.meta()).map(|r| r.uid.clone()) else {
             return;
@@ -625,7 +627,7 @@ impl Expectations {
         if deleted || obj.meta().deletion_timestamp.is_some() {
             self.deletion_observed(&owner, &key);
         }
-        if !deleted && store.get(&ObjectRef::from_obj(obj)).is_none() {
+        if is_new {
             self.creation_observed(&owner);
         }
     }
@@ -699,13 +701,11 @@ where
         }
     }
 
-    /// Updates the index from an event the store has already applied.
-    pub fn observe(&self, event: &watcher::Event<K>) {
-        match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                Self::insert(&mut self.lock(), o);
-            }
-            watcher::Event::Delete(o) => {
+    /// Updates the index from a notice the store has already applied.
+    pub fn observe(&self, notice: &Notice<K>) {
+        match notice {
+            Notice::Apply { obj, .. } => Self::insert(&mut self.lock(), obj),
+            Notice::Delete(o) => {
                 let mut index = self.lock();
                 let ns = o.meta().namespace.clone().unwrap_or_default();
                 let name = o.meta().name.clone().unwrap_or_default();
@@ -721,16 +721,8 @@ where
                     set.remove(&name);
                 }
             }
-            // After a relist the store holds exactly the listed objects:
-            // rebuild so that nothing deleted meanwhile lingers.
-            watcher::Event::InitDone => {
-                let mut fresh = Index::default();
-                for o in self.store.state() {
-                    Self::insert(&mut fresh, &o);
-                }
-                *self.lock() = fresh;
-            }
-            watcher::Event::Init => {}
+            // Relists arrive as exact changes: nothing to rebuild.
+            Notice::Synced => {}
         }
     }
 
@@ -776,33 +768,27 @@ where
     }
 }
 
-/// A watch of every `K` in the cluster feeding a new [`OwnerIndex`], with
-/// `before` called on each event before the store applies it (for
-/// [`Expectations::observe`]). managedFields are dropped: controllers never
-/// read them and at 50,000 pods they are a good part of the memory.
-/// Returns the index and the watch, which yields every touched object to
-/// trigger the owners' syncs and must be driven for the index to fill.
+/// A subscription to the shared informer of `K` feeding a new
+/// [`OwnerIndex`] over the informer's store, with `on_notice` called on
+/// each notice before the index sees it (for [`Expectations::observe`]).
+/// Returns the index and the stream of touched objects, which triggers the
+/// owners' syncs and must be driven for the index to fill.
 pub fn indexed_watch<K, B>(
-    client: &Client,
-    mut before: B,
-) -> (
-    Arc<OwnerIndex<K>>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send,
-)
+    informers: &Informers,
+    mut on_notice: B,
+) -> (Arc<OwnerIndex<K>>, impl Stream<Item = Arc<K>> + Send)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    B: FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
+    K: Informed,
+    B: FnMut(&Notice<K>) + Send + 'static,
 {
-    let (reader, writer) = reflector::store::<K>();
-    let index = Arc::new(OwnerIndex::new(reader.clone()));
+    let informer = informers.get::<K>();
+    let index = Arc::new(OwnerIndex::new(informer.store()));
     let observer = index.clone();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-        .inspect_ok(move |ev| before(ev, &reader))
-        .reflect(writer)
-        .inspect_ok(move |ev| observer.observe(ev))
-        .touched_objects();
+    let stream = informer.subscribe().filter_map(move |n| {
+        on_notice(&n);
+        observer.observe(&n);
+        std::future::ready(n.object().cloned())
+    });
     (index, stream)
 }
 
@@ -1168,6 +1154,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelectorRequirement, ObjectMeta, Time,
     };
+    use kube::runtime::{reflector, watcher};
 
     fn ts(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).unwrap()

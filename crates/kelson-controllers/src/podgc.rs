@@ -19,6 +19,8 @@ use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::{Informers, Notice};
+
 /// The field manager upstream's podgc applies pod status with.
 pub const FIELD_MANAGER: &str = "PodGC";
 
@@ -97,16 +99,18 @@ type Cache<T> = Arc<RwLock<HashMap<String, T>>>;
 
 /// Runs the collector until `shutdown` fires.
 pub async fn run(client: Client, options: PodGcOptions, shutdown: CancellationToken) {
+    run_with(Informers::new(client), options, shutdown).await;
+}
+
+/// Runs the collector on shared informers until `shutdown` fires.
+pub async fn run_with(informers: Informers, options: PodGcOptions, shutdown: CancellationToken) {
+    let client = informers.client().clone();
     let pods: Cache<PodInfo> = Default::default();
     let nodes: Cache<()> = Default::default();
     let (pods_ready, nodes_ready) = (CancellationToken::new(), CancellationToken::new());
-    let pod_task = tokio::spawn(mirror(
-        Api::<Pod>::all(client.clone()),
+    let pod_task = tokio::spawn(mirror_pods(
+        informers.get::<Pod>().subscribe(),
         pods.clone(),
-        |p: &Pod| {
-            let info = PodInfo::from_pod(p)?;
-            Some((format!("{}/{}", info.namespace, info.name), info))
-        },
         pods_ready.clone(),
         shutdown.clone(),
     ));
@@ -134,6 +138,46 @@ pub async fn run(client: Client, options: PodGcOptions, shutdown: CancellationTo
     }
     for t in [pod_task, node_task] {
         let _ = t.await;
+    }
+}
+
+/// Keeps `cache` equal to the shared pod informer, as [`PodInfo`]s.
+async fn mirror_pods(
+    notices: futures::channel::mpsc::UnboundedReceiver<Notice<Pod>>,
+    cache: Cache<PodInfo>,
+    ready: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let mut notices = std::pin::pin!(notices);
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = notices.next() => n,
+        };
+        let key = |p: &Pod| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.name.as_deref().unwrap_or("")
+            )
+        };
+        match n {
+            None => return,
+            Some(Notice::Apply { obj, .. }) => {
+                let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
+                match PodInfo::from_pod(&obj) {
+                    Some(info) => map.insert(key(&obj), info),
+                    None => map.remove(&key(&obj)),
+                };
+            }
+            Some(Notice::Delete(p)) => {
+                cache
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key(&p));
+            }
+            Some(Notice::Synced) => ready.cancel(),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::informers::Informers;
 use crate::podcontrol::{
     self, claim, indexed_watch, is_pod_active, is_pod_available, is_pod_ready, owners_of_child,
     pod_from_template, pods_to_delete, ClaimOwner, Expectations, OwnerIndex, PodControl, Selector,
@@ -221,24 +222,24 @@ struct Context<W: Replicated> {
 
 /// Runs the ReplicaSet controller until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with::<ReplicaSet>(client, shutdown, Options::default()).await;
+    run_with::<ReplicaSet>(Informers::new(client), shutdown, Options::default()).await;
 }
 
 /// Runs the ReplicationController controller until `shutdown` fires.
 pub async fn run_replication_controllers(client: Client, shutdown: CancellationToken) {
-    run_with::<ReplicationController>(client, shutdown, Options::default()).await;
+    run_with::<ReplicationController>(Informers::new(client), shutdown, Options::default()).await;
 }
 
 /// Runs the controller for kind `W` with `options`.
 pub async fn run_with<W: Replicated>(
-    client: Client,
+    informers: Informers,
     shutdown: CancellationToken,
     options: Options,
 ) {
+    let client = informers.client().clone();
     let expectations = Arc::new(Expectations::default());
     let exp = expectations.clone();
-    let (pods, pod_stream) =
-        indexed_watch::<Pod, _>(&client, move |ev, store| exp.observe(ev, store));
+    let (pods, pod_stream) = indexed_watch::<Pod, _>(&informers, move |n| exp.observe(n));
     let controller = runner::controller::<W>(&client, options.workers);
     let owner_store = controller.store();
     let recorder = Recorder::new(client.clone(), W::COMPONENT, "");
@@ -251,7 +252,7 @@ pub async fn run_with<W: Replicated>(
         _kind: std::marker::PhantomData,
     });
     let controller = controller
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| {
             owners_of_child(&owner_store, &pod.metadata, W::pod_selector)
         })
         .graceful_shutdown_on(shutdown.cancelled_owned())

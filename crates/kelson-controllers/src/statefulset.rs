@@ -30,6 +30,7 @@ use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::history;
+use crate::informers::Informers;
 use crate::podcontrol::{
     self, api_message, claim, controller_of, controller_ref, indexed_watch, is_already_exists,
     is_not_found, owners_of_child, ClaimOwner, OwnerIndex, Selector,
@@ -94,13 +95,14 @@ struct Context {
 
 /// Runs the StatefulSet controller until `shutdown` fires.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    run_with(client, shutdown, Options::default()).await;
+    run_with(Informers::new(client), shutdown, Options::default()).await;
 }
 
 /// Runs the controller with `options`.
-pub async fn run_with(client: Client, shutdown: CancellationToken, options: Options) {
-    let (pods, pod_stream) = indexed_watch::<Pod, _>(&client, |_, _| {});
-    let (revisions, rev_stream) = indexed_watch::<ControllerRevision, _>(&client, |_, _| {});
+pub async fn run_with(informers: Informers, shutdown: CancellationToken, options: Options) {
+    let client = informers.client().clone();
+    let (pods, pod_stream) = indexed_watch::<Pod, _>(&informers, |_| {});
+    let (revisions, rev_stream) = indexed_watch::<ControllerRevision, _>(&informers, |_| {});
     let (claim_reader, claim_writer) = reflector::store::<PersistentVolumeClaim>();
     let claim_stream = watcher(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -123,7 +125,7 @@ pub async fn run_with(client: Client, shutdown: CancellationToken, options: Opti
     let controller = runner::controller::<StatefulSet>(&client, options.workers);
     let set_store = controller.store();
     let main = controller
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| {
             owners_of_child(&set_store, &pod.metadata, pod_selector)
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())

@@ -83,7 +83,7 @@ impl Cache {
             self.nodes.remove(name);
             self.dirty.insert(name.to_string());
         } else {
-            self.node_mut(name).node = None;
+            self.node_mut(name).clear_node();
         }
         self.structure_changed = true;
     }

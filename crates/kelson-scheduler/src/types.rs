@@ -270,6 +270,12 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Bumped on every change, so a snapshot can copy only changed nodes.
     pub generation: u64,
+    /// spec.unschedulable and whether spec.taints is non-empty, kept here
+    /// so that filtering the usual untainted node reads only this struct,
+    /// not the node object behind another pointer (at 5,000 nodes those
+    /// cache misses were most of the filter time).
+    unschedulable: bool,
+    has_taints: bool,
 }
 
 impl NodeInfo {
@@ -286,6 +292,8 @@ impl NodeInfo {
             pods_with_required_anti_affinity: 0,
             used_ports: Vec::new(),
             generation: 0,
+            unschedulable: false,
+            has_taints: false,
         }
     }
 
@@ -303,7 +311,19 @@ impl NodeInfo {
             .and_then(|s| s.allocatable.as_ref())
             .map(Resource::from_list)
             .unwrap_or_default();
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         self.node = Some(node);
+    }
+
+    /// Forgets the node object (deleted while pods still reference it).
+    pub fn clear_node(&mut self) {
+        self.node = None;
+        self.unschedulable = false;
+        self.has_taints = false;
     }
 
     pub fn labels(&self) -> Option<&Labels> {
@@ -315,6 +335,9 @@ impl NodeInfo {
     }
 
     pub fn taints(&self) -> &[Taint] {
+        if !self.has_taints {
+            return &[];
+        }
         self.node
             .as_ref()
             .and_then(|n| n.spec.as_ref())
@@ -323,11 +346,7 @@ impl NodeInfo {
     }
 
     pub fn unschedulable(&self) -> bool {
-        self.node
-            .as_ref()
-            .and_then(|n| n.spec.as_ref())
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false)
+        self.unschedulable
     }
 
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
@@ -365,5 +384,30 @@ impl NodeInfo {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::node;
+
+    #[test]
+    fn node_flags_follow_the_node_object() {
+        let mut n = NodeInfo::from_node(node("a").build());
+        assert!(!n.unschedulable());
+        assert!(n.taints().is_empty());
+        n.set_node(Arc::new(
+            node("a")
+                .unschedulable()
+                .taint("k", "v", "NoSchedule")
+                .build(),
+        ));
+        assert!(n.unschedulable());
+        assert_eq!(n.taints().len(), 1);
+        assert_eq!(n.taints()[0].key, "k");
+        n.clear_node();
+        assert!(!n.unschedulable());
+        assert!(n.taints().is_empty());
     }
 }

@@ -27,7 +27,7 @@ async fn start() -> Harness {
         ..Default::default()
     };
     h.spawn(kelson_controllers::job::run_with(
-        h.client.clone(),
+        kelson_controllers::informers::Informers::new(h.client.clone()),
         h.shutdown.clone(),
         options,
     ));

@@ -12,6 +12,7 @@ mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod informers;
 mod job;
 mod namespace;
 mod nodeipam;
