@@ -190,6 +190,10 @@ struct Entry {
     subresource: String,
     time: Option<String>,
     set: Set,
+    /// `fieldsV1` as decoded, kept while `set` is unchanged so that the
+    /// entries a write does not touch are not re-serialized (every site
+    /// that changes `set` clears it).
+    fields_v1: Option<Value>,
 }
 
 impl Entry {
@@ -224,8 +228,11 @@ impl Entry {
             m.insert("time".into(), Value::String(t.clone()));
         }
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
-        let fields = serde_json::from_str(&self.set.to_fields_v1())
-            .unwrap_or_else(|_| Value::Object(Map::new()));
+        let fields = match &self.fields_v1 {
+            Some(f) => f.clone(),
+            None => serde_json::from_str(&self.set.to_fields_v1())
+                .unwrap_or_else(|_| Value::Object(Map::new())),
+        };
         m.insert("fieldsV1".into(), fields);
         if !self.subresource.is_empty() {
             m.insert(
@@ -293,6 +300,7 @@ fn decode_managed_fields(obj: Option<&Value>) -> Result<Vec<Entry>, String> {
             subresource: s("subresource").to_owned(),
             time: item.get("time").and_then(Value::as_str).map(str::to_owned),
             set,
+            fields_v1: item.get("fieldsV1").filter(|v| !v.is_null()).cloned(),
         };
         // A repeated identifier replaces the earlier entry (a map upstream).
         entries.retain(|e| !e.same_manager(&entry));
@@ -422,6 +430,7 @@ impl Ctx<'_> {
             if !conflict.is_empty() {
                 if force {
                     e.set = std::mem::take(&mut e.set).without(&conflict);
+                    e.fields_v1 = None;
                 } else {
                     for p in conflict.paths() {
                         conflicts.push(Conflict {
@@ -436,6 +445,7 @@ impl Ctx<'_> {
             }
             if !cmp.removed.is_empty() {
                 e.set = std::mem::take(&mut e.set).without(&cmp.removed);
+                e.fields_v1 = None;
             }
         }
         if !conflicts.is_empty() {
@@ -455,6 +465,7 @@ impl Ctx<'_> {
             subresource: self.req.subresource.unwrap_or("").into(),
             time: Some(self.req.now.into()),
             set: Set::new(),
+            fields_v1: None,
         };
         // Forced: an update never conflicts. The writer's own previous entry
         // loses what was removed, like everyone else's.
@@ -474,6 +485,7 @@ impl Ctx<'_> {
         match entries.iter_mut().find(|e| e.same_manager(&me)) {
             Some(prev) => {
                 prev.set = set.union(&prev.set);
+                prev.fields_v1 = None;
                 prev.time = me.time.clone();
             }
             None => entries.push(Entry { set, ..me }),
@@ -511,6 +523,7 @@ impl Ctx<'_> {
                     bucket.manager = ANCIENT_CHANGES.into();
                     bucket.subresource.clear();
                     bucket.set = set.union(&bucket.set);
+                    bucket.fields_v1 = None;
                     bucket.time = time;
                     remove.push(i);
                     length -= 1;
@@ -546,7 +559,15 @@ pub fn update(old: Option<&Value>, new: &Value, req: &Request<'_>) -> Vec<Value>
                 Vec::new()
             }
             Some(_) => match decode_managed_fields(Some(new)) {
-                Ok(e) if !e.is_empty() => e,
+                // A client's sets are re-encoded, so what is stored is
+                // always in our canonical form.
+                Ok(e) if !e.is_empty() => e
+                    .into_iter()
+                    .map(|e| Entry {
+                        fields_v1: None,
+                        ..e
+                    })
+                    .collect(),
                 _ => old_entries(),
             },
             None => old_entries(),
@@ -683,6 +704,7 @@ impl Ctx<'_> {
             subresource: self.req.subresource.unwrap_or("").into(),
             time: None,
             set,
+            fields_v1: None,
         };
         let last = entries
             .iter()
@@ -699,6 +721,7 @@ impl Ctx<'_> {
         // The applier's own set, minus the metadata upstream never records.
         if let Some(e) = entries.iter_mut().find(|e| e.same_manager(&me)) {
             e.set = e.set.difference(&self.strip);
+            e.fields_v1 = None;
         }
         entries.retain(|e| !e.set.is_empty());
         Ok((new, entries))

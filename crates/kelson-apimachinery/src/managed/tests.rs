@@ -621,3 +621,41 @@ fn builtin_update_cost_is_small() {
         "{per:?} per update"
     );
 }
+
+#[test]
+fn untouched_entries_are_kept_and_client_sets_are_re_encoded() {
+    // A stored object with two managers.
+    let created = deployment(1, two_containers());
+    let mut obj = created.clone();
+    obj["metadata"]["uid"] = json!("u-1");
+    obj["metadata"]["managedFields"] = Value::Array(update(None, &created, &req("a", T0)));
+    let a_before = entry(&obj, "a", "Update").unwrap().clone();
+
+    // Manager b changes only the replicas: a's entry comes out as it was.
+    let mut scaled = obj.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    let out = update(Some(&obj), &scaled, &req("b", T1));
+    let mut next = scaled.clone();
+    next["metadata"]["managedFields"] = Value::Array(out);
+    let a_after = entry(&next, "a", "Update").unwrap();
+    assert!(!fields(a_after).contains("f:replicas"));
+    assert_eq!(
+        fields(entry(&next, "b", "Update").unwrap()),
+        "{\"f:spec\":{\"f:replicas\":{}}}"
+    );
+    assert_ne!(a_after, &a_before, "a lost the replicas b took over");
+
+    // A client that writes managedFields itself, with a key spelled
+    // differently (a space in it), gets it back in the canonical spelling.
+    let mut mine = next.clone();
+    mine["metadata"]["managedFields"] = json!([{
+        "manager": "c", "operation": "Update", "apiVersion": "apps/v1",
+        "time": T1, "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\": \"nginx\"}": {"f:image": {}}
+        }}}}}
+    }]);
+    let out = update(Some(&next), &mine, &req("c", T1));
+    let text = serde_json::to_string(&out[0]["fieldsV1"]).unwrap();
+    assert!(text.contains("k:{\\\"name\\\":\\\"nginx\\\"}"), "{text}");
+}
