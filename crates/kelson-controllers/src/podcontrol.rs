@@ -645,24 +645,38 @@ pub fn object_key(meta: &ObjectMeta) -> String {
 // ---------------------------------------------------------------------------
 // Children indexed by owner
 
-#[derive(Default)]
-struct Index {
-    /// Controlling owner's UID → names of children (namespace, name).
-    by_owner: HashMap<String, HashSet<(String, String)>>,
-    /// Namespace → names of children without a controller.
-    orphans: HashMap<String, HashSet<String>>,
+/// Children of one owner, or the orphans of one namespace, by
+/// (namespace, name).
+type Children<K> = HashMap<(String, String), Arc<K>>;
+
+struct Index<K> {
+    /// Controlling owner's UID → its children.
+    by_owner: HashMap<String, Children<K>>,
+    /// Namespace → children without a controller.
+    orphans: HashMap<String, Children<K>>,
+}
+
+impl<K> Default for Index<K> {
+    fn default() -> Self {
+        Index {
+            by_owner: HashMap::new(),
+            orphans: HashMap::new(),
+        }
+    }
 }
 
 /// A reflector store of children (pods, replica sets) with an index from
 /// the controlling owner's UID to its children and from each namespace to
 /// its orphans, so a sync reads only what concerns its owner instead of
-/// scanning every pod in the cluster.
+/// scanning every pod in the cluster. The index holds the same `Arc`s as
+/// the store, so reading an owner's children copies no object and looks
+/// nothing up.
 pub struct OwnerIndex<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store: Store<K>,
-    index: Mutex<Index>,
+    index: Mutex<Index<K>>,
 }
 
 impl<K> OwnerIndex<K>
@@ -680,23 +694,28 @@ where
         &self.store
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index<K>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(index: &mut Index, obj: &K) {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        let name = obj.meta().name.clone().unwrap_or_default();
-        match controller_of(obj.meta()) {
-            Some(r) => {
-                index
-                    .by_owner
-                    .entry(r.uid.clone())
-                    .or_default()
-                    .insert((ns, name));
-            }
-            None => {
-                index.orphans.entry(ns).or_default().insert(name);
+    fn key(obj: &K) -> (String, String) {
+        let meta = obj.meta();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// Removes `obj` from the bucket its own metadata places it in.
+    fn remove(index: &mut Index<K>, obj: &K, key: &(String, String)) {
+        let (map, bucket) = match controller_of(obj.meta()) {
+            Some(r) => (&mut index.by_owner, r.uid.clone()),
+            None => (&mut index.orphans, key.0.clone()),
+        };
+        if let Some(children) = map.get_mut(&bucket) {
+            children.remove(key);
+            if children.is_empty() {
+                map.remove(&bucket);
             }
         }
     }
@@ -704,22 +723,27 @@ where
     /// Updates the index from a notice the store has already applied.
     pub fn observe(&self, notice: &Notice<K>) {
         match notice {
-            Notice::Apply { obj, .. } => Self::insert(&mut self.lock(), obj),
-            Notice::Delete(o) => {
+            Notice::Apply { obj, old } => {
+                let key = Self::key(obj);
                 let mut index = self.lock();
-                let ns = o.meta().namespace.clone().unwrap_or_default();
-                let name = o.meta().name.clone().unwrap_or_default();
-                if let Some(r) = controller_of(o.meta()) {
-                    if let Some(set) = index.by_owner.get_mut(&r.uid) {
-                        set.remove(&(ns.clone(), name.clone()));
-                        if set.is_empty() {
-                            index.by_owner.remove(&r.uid);
-                        }
+                // A new controller (or none) moves the child between
+                // buckets; the notice carries what it was filed under.
+                if let Some(old) = old {
+                    let before = controller_of(old.meta()).map(|r| r.uid.as_str());
+                    let after = controller_of(obj.meta()).map(|r| r.uid.as_str());
+                    if before != after {
+                        Self::remove(&mut index, old, &key);
                     }
                 }
-                if let Some(set) = index.orphans.get_mut(&ns) {
-                    set.remove(&name);
-                }
+                let bucket = match controller_of(obj.meta()) {
+                    Some(r) => index.by_owner.entry(r.uid.clone()),
+                    None => index.orphans.entry(key.0.clone()),
+                };
+                bucket.or_default().insert(key, obj.clone());
+            }
+            Notice::Delete(o) => {
+                let key = Self::key(o);
+                Self::remove(&mut self.lock(), o, &key);
             }
             // Relists arrive as exact changes: nothing to rebuild.
             Notice::Synced => {}
@@ -727,43 +751,15 @@ where
     }
 
     /// The children controlled by the owner with `uid`, plus the orphans of
-    /// `namespace` when `with_orphans`. Entries are checked against the
-    /// store (an owner change leaves a stale entry behind until then).
+    /// `namespace` when `with_orphans`.
     pub fn children(&self, namespace: &str, uid: &str, with_orphans: bool) -> Vec<Arc<K>> {
-        let mut out = Vec::new();
-        let mut index = self.lock();
-        let mut stale = Vec::new();
-        if let Some(set) = index.by_owner.get(uid) {
-            for (ns, name) in set {
-                let r = ObjectRef::<K>::new(name).within(ns);
-                match self.store.get(&r) {
-                    Some(o) if controller_of(o.meta()).is_some_and(|c| c.uid == uid) => out.push(o),
-                    _ => stale.push((ns.clone(), name.clone())),
-                }
-            }
-        }
-        if let Some(set) = index.by_owner.get_mut(uid) {
-            for s in &stale {
-                set.remove(s);
-            }
-        }
-        if with_orphans {
-            let mut stale = Vec::new();
-            if let Some(set) = index.orphans.get(namespace) {
-                for name in set {
-                    let r = ObjectRef::<K>::new(name).within(namespace);
-                    match self.store.get(&r) {
-                        Some(o) if controller_of(o.meta()).is_none() => out.push(o),
-                        _ => stale.push(name.clone()),
-                    }
-                }
-            }
-            if let Some(set) = index.orphans.get_mut(namespace) {
-                for s in &stale {
-                    set.remove(s);
-                }
-            }
-        }
+        let index = self.lock();
+        let owned = index.by_owner.get(uid);
+        let orphans = with_orphans.then(|| index.orphans.get(namespace)).flatten();
+        let mut out =
+            Vec::with_capacity(owned.map_or(0, HashMap::len) + orphans.map_or(0, HashMap::len));
+        out.extend(owned.into_iter().flat_map(|c| c.values().cloned()));
+        out.extend(orphans.into_iter().flat_map(|c| c.values().cloned()));
         out
     }
 }
@@ -1197,6 +1193,74 @@ mod tests {
 
     fn names(p: &[Arc<Pod>]) -> Vec<String> {
         p.iter().map(|p| p.name_any()).collect()
+    }
+
+    fn owned(name: &str, owner: Option<&str>) -> Arc<Pod> {
+        let mut p = (*pod(name, None, "Pending", None, 0)).clone();
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.owner_references = owner.map(|uid| {
+            vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: format!("rs-{uid}"),
+                uid: uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]
+        });
+        Arc::new(p)
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn owner_index_follows_adoption_release_and_deletion() {
+        let index = OwnerIndex::new(reflector::store::Writer::<Pod>::default().as_reader());
+        let apply = |obj: Arc<Pod>, old: Option<Arc<Pod>>| {
+            index.observe(&Notice::Apply { obj, old });
+        };
+        let a = owned("a", Some("u1"));
+        apply(a.clone(), None);
+        apply(owned("b", Some("u1")), None);
+        apply(owned("o", None), None);
+        assert_eq!(
+            sorted(names(&index.children("ns", "u1", false))),
+            ["a", "b"]
+        );
+        assert_eq!(
+            sorted(names(&index.children("ns", "u1", true))),
+            ["a", "b", "o"]
+        );
+        // Another controller takes `a`: it leaves u1's children.
+        let moved = owned("a", Some("u2"));
+        apply(moved.clone(), Some(a));
+        assert_eq!(names(&index.children("ns", "u1", false)), ["b"]);
+        assert_eq!(names(&index.children("ns", "u2", false)), ["a"]);
+        // Released: it becomes an orphan of its namespace, and only there.
+        let released = owned("a", None);
+        apply(released.clone(), Some(moved));
+        assert!(index.children("ns", "u2", false).is_empty());
+        assert_eq!(
+            sorted(names(&index.children("ns", "u1", true))),
+            ["a", "b", "o"]
+        );
+        assert_eq!(index.children("other", "u1", true).len(), 1);
+        // An update keeps one entry and hands out the newest copy.
+        let mut newer = (*released).clone();
+        newer.metadata.resource_version = Some("7".into());
+        apply(Arc::new(newer), Some(released.clone()));
+        let orphans: Vec<_> = index
+            .children("ns", "none", true)
+            .into_iter()
+            .filter(|p| p.name_any() == "a")
+            .collect();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].metadata.resource_version.as_deref(), Some("7"));
+        index.observe(&Notice::Delete(orphans[0].clone()));
+        assert_eq!(names(&index.children("ns", "none", true)), ["o"]);
     }
 
     #[test]

@@ -214,7 +214,6 @@ impl Cache {
         if self.dirty.is_empty() && !self.structure_changed {
             return;
         }
-        let mut affinity_changed = false;
         if self.structure_changed {
             // Keep the existing order of surviving nodes so the rotating start
             // index stays meaningful; new nodes go to the end.
@@ -237,7 +236,14 @@ impl Cache {
                 .map(|(i, n)| (n.name.clone(), i))
                 .collect();
             snap.nodes = nodes;
-            affinity_changed = true;
+            let list = |has: fn(&NodeInfo) -> bool| -> Vec<usize> {
+                (0..snap.nodes.len())
+                    .filter(|&i| has(&snap.nodes[i]))
+                    .collect()
+            };
+            snap.with_affinity = list(|n| n.pods_with_affinity > 0);
+            snap.with_required_anti_affinity = list(|n| n.pods_with_required_anti_affinity > 0);
+            snap.with_score_terms = list(|n| n.pods_with_score_terms > 0);
             self.structure_changed = false;
         } else {
             for name in &self.dirty {
@@ -246,26 +252,46 @@ impl Cache {
                 };
                 if let Some(n) = self.node(name) {
                     let old = &snap.nodes[i];
-                    if (old.pods_with_affinity > 0) != (n.pods_with_affinity > 0)
-                        || (old.pods_with_required_anti_affinity > 0)
-                            != (n.pods_with_required_anti_affinity > 0)
-                    {
-                        affinity_changed = true;
-                    }
+                    // The index lists stay sorted; only flipped nodes move.
+                    set_member(
+                        &mut snap.with_affinity,
+                        i,
+                        old.pods_with_affinity > 0,
+                        n.pods_with_affinity > 0,
+                    );
+                    set_member(
+                        &mut snap.with_required_anti_affinity,
+                        i,
+                        old.pods_with_required_anti_affinity > 0,
+                        n.pods_with_required_anti_affinity > 0,
+                    );
+                    set_member(
+                        &mut snap.with_score_terms,
+                        i,
+                        old.pods_with_score_terms > 0,
+                        n.pods_with_score_terms > 0,
+                    );
                     snap.nodes[i] = n.clone();
                 }
             }
         }
         self.dirty.clear();
-        if affinity_changed {
-            snap.with_affinity = (0..snap.nodes.len())
-                .filter(|&i| snap.nodes[i].pods_with_affinity > 0)
-                .collect();
-            snap.with_required_anti_affinity = (0..snap.nodes.len())
-                .filter(|&i| snap.nodes[i].pods_with_required_anti_affinity > 0)
-                .collect();
-        }
         snap.generation = self.generation;
+    }
+}
+
+/// Adds `i` to or removes it from the sorted index list `list` when a
+/// node's membership changed from `was` to `is`.
+fn set_member(list: &mut Vec<usize>, i: usize, was: bool, is: bool) {
+    if was == is {
+        return;
+    }
+    match (list.binary_search(&i), is) {
+        (Err(pos), true) => list.insert(pos, i),
+        (Ok(pos), false) => {
+            list.remove(pos);
+        }
+        _ => {}
     }
 }
 
@@ -278,6 +304,9 @@ pub struct Snapshot {
     pub with_affinity: Vec<usize>,
     /// Indexes of nodes with at least one pod with required anti-affinity.
     pub with_required_anti_affinity: Vec<usize>,
+    /// Indexes of nodes with at least one pod whose terms can change another
+    /// pod's InterPodAffinity score (`PodInfo::has_score_terms`).
+    pub with_score_terms: Vec<usize>,
     pub namespaces: Arc<NamespaceLabels>,
     /// Selectors for the system-default topology spread constraints.
     pub spread_selectors: Arc<SpreadSelectors>,
@@ -342,5 +371,68 @@ mod tests {
         cache.update_snapshot(&mut snap);
         assert_eq!(snap.len(), 1);
         assert!(snap.get("n2").is_none());
+    }
+
+    #[test]
+    fn affinity_index_lists_follow_incremental_changes() {
+        let mut cache = Cache::new();
+        for n in ["n1", "n2", "n3", "n4"] {
+            cache.add_or_update_node(node(n).build());
+        }
+        let mut snap = Snapshot::default();
+        cache.update_snapshot(&mut snap);
+        let full = |snap: &Snapshot, has: fn(&NodeInfo) -> bool| -> Vec<usize> {
+            (0..snap.len()).filter(|&i| has(&snap.nodes[i])).collect()
+        };
+        let check = |snap: &Snapshot| {
+            assert_eq!(snap.with_affinity, full(snap, |n| n.pods_with_affinity > 0));
+            assert_eq!(
+                snap.with_required_anti_affinity,
+                full(snap, |n| n.pods_with_required_anti_affinity > 0)
+            );
+            assert_eq!(
+                snap.with_score_terms,
+                full(snap, |n| n.pods_with_score_terms > 0)
+            );
+        };
+        let anti = |name: &str, n: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                pod(name)
+                    .node(n)
+                    .required_anti_affinity("a", "b", "zone")
+                    .build(),
+            )))
+        };
+        let pref = |name: &str, n: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                pod(name)
+                    .node(n)
+                    .preferred_affinity(1, "a", "b", "zone")
+                    .build(),
+            )))
+        };
+        cache.add_or_update_pod(anti("p1", "n3"));
+        cache.add_or_update_pod(pref("p2", "n1"));
+        cache.update_snapshot(&mut snap);
+        check(&snap);
+        assert_eq!(snap.with_required_anti_affinity.len(), 1);
+        assert_eq!(snap.with_score_terms.len(), 1);
+        cache.add_or_update_pod(anti("p3", "n2"));
+        cache.add_or_update_pod(pref("p4", "n4"));
+        cache.add_or_update_pod(anti("p5", "n3"));
+        cache.remove_pod(&anti("p1", "n3").uid);
+        cache.update_snapshot(&mut snap);
+        check(&snap);
+        assert_eq!(snap.with_affinity.len(), 4);
+        cache.remove_pod(&pref("p2", "n1").uid);
+        cache.remove_pod(&anti("p5", "n3").uid);
+        cache.update_snapshot(&mut snap);
+        check(&snap);
+        assert_eq!(snap.with_affinity.len(), 2);
+        cache.add_or_update_node(node("n0").build());
+        cache.add_or_update_pod(pref("p6", "n0"));
+        cache.update_snapshot(&mut snap);
+        check(&snap);
+        assert_eq!(snap.with_score_terms.len(), 2);
     }
 }

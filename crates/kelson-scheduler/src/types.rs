@@ -90,6 +90,9 @@ pub struct PodInfo {
     pub preferred_affinity: Vec<AffinityTerm>,
     pub preferred_anti_affinity: Vec<AffinityTerm>,
     pub host_ports: Vec<HostPort>,
+    /// metadata.deletionTimestamp is set; cached here so counting loops over
+    /// many pods need not read the pod object behind another pointer.
+    pub terminating: bool,
     /// A selector in the pod's affinity that does not compile; such a pod is
     /// unschedulable with this message.
     pub parse_error: Option<String>,
@@ -190,6 +193,7 @@ impl PodInfo {
             preferred_affinity,
             preferred_anti_affinity,
             host_ports,
+            terminating: meta.deletion_timestamp.is_some(),
             parse_error,
             namespace,
             pod,
@@ -226,12 +230,21 @@ impl PodInfo {
     }
 
     pub fn is_terminating(&self) -> bool {
-        self.pod.metadata.deletion_timestamp.is_some()
+        self.terminating
     }
 
     pub fn has_affinity(&self) -> bool {
         !(self.required_affinity.is_empty()
             && self.required_anti_affinity.is_empty()
+            && self.preferred_affinity.is_empty()
+            && self.preferred_anti_affinity.is_empty())
+    }
+
+    /// Whether this pod, once placed, can change another pod's
+    /// InterPodAffinity score: only its required affinity and its preferred
+    /// terms count there (its required anti-affinity never does).
+    pub fn has_score_terms(&self) -> bool {
+        !(self.required_affinity.is_empty()
             && self.preferred_affinity.is_empty()
             && self.preferred_anti_affinity.is_empty())
     }
@@ -267,6 +280,8 @@ pub struct NodeInfo {
     pub pods: Vec<Arc<PodInfo>>,
     pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: usize,
+    /// Pods for which `PodInfo::has_score_terms` holds.
+    pub pods_with_score_terms: usize,
     pub used_ports: Vec<HostPort>,
     /// Bumped on every change, so a snapshot can copy only changed nodes.
     pub generation: u64,
@@ -290,6 +305,7 @@ impl NodeInfo {
             pods: Vec::new(),
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
+            pods_with_score_terms: 0,
             used_ports: Vec::new(),
             generation: 0,
             unschedulable: false,
@@ -359,6 +375,9 @@ impl NodeInfo {
         if !pod.required_anti_affinity.is_empty() {
             self.pods_with_required_anti_affinity += 1;
         }
+        if pod.has_score_terms() {
+            self.pods_with_score_terms += 1;
+        }
         self.used_ports.extend(pod.host_ports.iter().cloned());
         self.pods.push(pod);
     }
@@ -377,6 +396,9 @@ impl NodeInfo {
         }
         if !pod.required_anti_affinity.is_empty() {
             self.pods_with_required_anti_affinity -= 1;
+        }
+        if pod.has_score_terms() {
+            self.pods_with_score_terms -= 1;
         }
         for hp in &pod.host_ports {
             if let Some(j) = self.used_ports.iter().position(|u| u == hp) {

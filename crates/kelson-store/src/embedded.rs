@@ -36,6 +36,10 @@ pub(crate) const META_COMPACTED: &str = "compacted";
 
 /// Most requests folded into one commit; bounds commit latency and memory.
 const MAX_BATCH: usize = 2048;
+/// See [`Options::commit_interval`]. A commit costs about a millisecond of
+/// CPU and disk whatever it holds, so under load this bounds commits to a
+/// few hundred a second while adding at most this much to a write's latency.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(3);
 /// Most compacted records removed per transaction, so that reclaiming a large
 /// compaction never stalls writers for long.
 const DELETES_PER_TXN: usize = 4096;
@@ -79,6 +83,11 @@ pub struct Options {
     pub durability: Durability,
     /// `None` turns automatic compaction off.
     pub compaction: Option<CompactionPolicy>,
+    /// Least time between the starts of two commits. A write that arrives
+    /// sooner waits, with everything else that arrives meanwhile, so one
+    /// commit and one fsync carry more writes under load; a write after a
+    /// quiet spell commits at once. Zero commits whatever has queued.
+    pub commit_interval: Duration,
 }
 
 impl Default for Options {
@@ -86,6 +95,7 @@ impl Default for Options {
         Options {
             durability: Durability::Fsync,
             compaction: Some(CompactionPolicy::default()),
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -177,6 +187,9 @@ impl EmbeddedStore {
             requests: rx,
             pending_deletes: pending,
             durability: options.durability,
+            commit_interval: options.commit_interval,
+            last_commit: None,
+            last_batch: 0,
         };
         let writer = std::thread::Builder::new()
             .name("kelson-store-writer".into())
@@ -668,12 +681,53 @@ async fn auto_compact(
     }
 }
 
+/// Adds what is queued to `batch`. When writes come concurrently (this batch
+/// or the last held more than one), waits for more until `interval` has
+/// passed since `last_commit`. A lone writer waiting on each answer never
+/// waits here.
+fn gather(
+    requests: &std_mpsc::Receiver<Request>,
+    batch: &mut Vec<Request>,
+    last_commit: Option<Instant>,
+    last_batch: usize,
+    interval: Duration,
+) {
+    let mut deadline = None;
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(r) => {
+                batch.push(r);
+                continue;
+            }
+            Err(std_mpsc::TryRecvError::Disconnected) => return,
+            Err(std_mpsc::TryRecvError::Empty) => {}
+        }
+        if deadline.is_none() && (batch.len() > 1 || last_batch > 1) {
+            deadline = last_commit.map(|t| t + interval);
+        }
+        let Some(wait) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
+            return;
+        };
+        if wait.is_zero() {
+            return;
+        }
+        match requests.recv_timeout(wait) {
+            Ok(r) => batch.push(r),
+            Err(_) => return,
+        }
+    }
+}
+
 /// The single writer: owns every mutation of the file and the index.
 struct Writer {
     shared: Arc<Shared>,
     requests: std_mpsc::Receiver<Request>,
     pending_deletes: VecDeque<Revision>,
     durability: Durability,
+    commit_interval: Duration,
+    /// When the last commit started, and how many requests it held.
+    last_commit: Option<Instant>,
+    last_batch: usize,
 }
 
 /// The latest state of a key as seen by the batch being built.
@@ -701,13 +755,16 @@ impl Writer {
             let mut batch = Vec::new();
             if let Some(first) = first {
                 batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match self.requests.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
-                    }
-                }
+                gather(
+                    &self.requests,
+                    &mut batch,
+                    self.last_commit,
+                    self.last_batch,
+                    self.commit_interval,
+                );
             }
+            self.last_commit = Some(Instant::now());
+            self.last_batch = batch.len();
             self.process(batch);
         }
     }
@@ -1026,5 +1083,54 @@ impl Writer {
         overlay.insert(key, new_current);
         events.push(event);
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compact_request() -> Request {
+        let (reply, _) = oneshot::channel();
+        Request::Compact { revision: 1, reply }
+    }
+
+    #[test]
+    fn a_lone_writer_is_never_held_back() {
+        let (tx, rx) = std_mpsc::channel();
+        tx.send(compact_request()).unwrap();
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        // The last commit held one request and just started: a long
+        // interval must still not delay this one.
+        gather(&rx, &mut batch, Some(started), 1, Duration::from_secs(30));
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn concurrent_writes_wait_for_the_interval_and_share_a_commit() {
+        let (tx, rx) = std_mpsc::channel();
+        tx.send(compact_request()).unwrap();
+        let late = tx.clone();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            late.send(compact_request()).unwrap();
+        });
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        gather(&rx, &mut batch, Some(started), 2, Duration::from_secs(2));
+        sender.join().unwrap();
+        // The request sent 50 ms later joined, and the wait ended at the
+        // interval although the channel stayed open.
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        // A quiet spell: the interval has long passed, nothing waits.
+        let mut next = Vec::new();
+        tx.send(compact_request()).unwrap();
+        let again = Instant::now();
+        gather(&rx, &mut next, Some(started), 2, Duration::from_secs(2));
+        assert_eq!(next.len(), 1);
+        assert!(again.elapsed() < Duration::from_secs(1));
     }
 }

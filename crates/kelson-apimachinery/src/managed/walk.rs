@@ -380,6 +380,14 @@ fn compare_node(
     rhs: Option<&Value>,
 ) -> (Comparison, Option<Change>) {
     let mut cmp = Comparison::default();
+    // Identical subtrees hold no change. Checking first costs one scan
+    // without allocation, where the walk below allocates path elements for
+    // every field; most updates touch a small part of a large object.
+    if let (Some(l), Some(r)) = (lhs, rhs) {
+        if values_equal(l, r) {
+            return (cmp, None);
+        }
+    }
     let own_presence = match (lhs, rhs) {
         (None, _) => Some(Change::Added),
         (_, None) => Some(Change::Removed),

@@ -22,7 +22,78 @@ pub const ERR_REASON_EXISTING_ANTI_AFFINITY: &str =
 const PRE_FILTER_KEY: &str = "PreFilterInterPodAffinity";
 const PRE_SCORE_KEY: &str = "PreScoreInterPodAffinity";
 
-type Counts = HashMap<(String, String), i64>;
+/// Matching pods per topology domain, grouped by topology key so that
+/// lookups borrow the key and value (no allocation per node checked). A pod
+/// has few distinct topology keys, so the outer list is scanned linearly.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    by_key: Vec<(String, HashMap<String, i64>)>,
+    /// How many domains have a positive count, kept up to date so Filter
+    /// need not scan every domain.
+    positive: usize,
+    /// Initial capacity of a key's value map (avoids repeated rehashing
+    /// when, say, every node is its own domain).
+    capacity: usize,
+}
+
+/// Upper bound for `Counts::capacity`, so a guess never reserves much.
+const MAX_CAPACITY_HINT: usize = 2048;
+
+impl Counts {
+    fn with_capacity_hint(n: usize) -> Counts {
+        Counts {
+            capacity: n.min(MAX_CAPACITY_HINT),
+            ..Counts::default()
+        }
+    }
+
+    fn add(&mut self, key: &str, value: &str, delta: i64) {
+        let i = match self.by_key.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                let values = HashMap::with_capacity(self.capacity);
+                self.by_key.push((key.to_string(), values));
+                self.by_key.len() - 1
+            }
+        };
+        let values = &mut self.by_key[i].1;
+        let (before, after) = match values.get_mut(value) {
+            Some(c) => {
+                let before = *c;
+                *c += delta;
+                (before, *c)
+            }
+            None => {
+                values.insert(value.to_string(), delta);
+                (0, delta)
+            }
+        };
+        match (before > 0, after > 0) {
+            (false, true) => self.positive += 1,
+            (true, false) => self.positive -= 1,
+            _ => {}
+        }
+    }
+
+    fn get(&self, key: &str, value: &str) -> i64 {
+        self.by_key
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, values)| values.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether some domain of `node` has a positive count.
+    fn any_positive_on(&self, node: &NodeInfo) -> bool {
+        self.positive > 0
+            && self.by_key.iter().any(|(k, values)| {
+                node.label(k)
+                    .and_then(|v| values.get(v))
+                    .is_some_and(|c| *c > 0)
+            })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct InterPodAffinity {
@@ -47,10 +118,7 @@ struct PreFilterState {
 
 fn bump(counts: &mut Counts, term: &AffinityTerm, node: &NodeInfo, delta: i64) {
     if let Some(v) = node.label(&term.topology_key) {
-        let e = counts
-            .entry((term.topology_key.clone(), v.to_string()))
-            .or_default();
-        *e += delta;
+        counts.add(&term.topology_key, v, delta);
     }
 }
 
@@ -110,9 +178,15 @@ impl PreFilterPlugin for InterPodAffinity {
             return (PreFilterResult::default(), Status::skip());
         }
         let ns = &snap.namespaces;
-        let mut s = PreFilterState::default();
-        for &i in &snap.with_required_anti_affinity {
-            let node = &snap.nodes[i];
+        // Nodes with such pods bound the domains the existing pods' terms
+        // can count; a useful guess for the incoming pod's terms too.
+        let hint = snap.with_required_anti_affinity.len();
+        let mut s = PreFilterState {
+            existing_anti_affinity: Counts::with_capacity_hint(hint),
+            affinity: Counts::with_capacity_hint(hint),
+            anti_affinity: Counts::with_capacity_hint(hint),
+        };
+        let existing = |s: &mut PreFilterState, node: &NodeInfo| {
             for other in &node.pods {
                 for t in &other.required_anti_affinity {
                     if t.matches(pod, ns) {
@@ -120,9 +194,20 @@ impl PreFilterPlugin for InterPodAffinity {
                     }
                 }
             }
-        }
-        if has_required {
+        };
+        if !has_required {
+            for &i in &snap.with_required_anti_affinity {
+                existing(&mut s, &snap.nodes[i]);
+            }
+        } else {
+            // One pass over all nodes covers both directions.
             for node in &snap.nodes {
+                if node.pods.is_empty() {
+                    continue;
+                }
+                if node.pods_with_required_anti_affinity > 0 {
+                    existing(&mut s, node);
+                }
                 for other in &node.pods {
                     for t in &pod.required_affinity {
                         if t.matches(other, ns) {
@@ -178,16 +263,6 @@ impl PreFilterPlugin for InterPodAffinity {
     }
 }
 
-fn count(c: &Counts, key: &str, value: &str) -> i64 {
-    // Avoids allocating a key tuple for the lookup in the common empty case.
-    if c.is_empty() {
-        return 0;
-    }
-    c.get(&(key.to_string(), value.to_string()))
-        .copied()
-        .unwrap_or(0)
-}
-
 fn satisfies_affinity(
     s: &PreFilterState,
     pod: &PodInfo,
@@ -200,7 +275,7 @@ fn satisfies_affinity(
             // Every topology label must exist on the node.
             return false;
         };
-        if count(&s.affinity, &t.topology_key, v) <= 0 {
+        if s.affinity.get(&t.topology_key, v) <= 0 {
             pods_exist = false;
         }
     }
@@ -209,7 +284,7 @@ fn satisfies_affinity(
     }
     // The first pod of a group with affinity to itself may go anywhere that
     // has the topology labels, if no pod matches yet.
-    s.affinity.values().all(|c| *c <= 0) && pod.required_affinity.iter().all(|t| t.matches(pod, ns))
+    s.affinity.positive == 0 && pod.required_affinity.iter().all(|t| t.matches(pod, ns))
 }
 
 impl FilterPlugin for InterPodAffinity {
@@ -223,19 +298,15 @@ impl FilterPlugin for InterPodAffinity {
         }
         for t in &pod.required_anti_affinity {
             if let Some(v) = node.label(&t.topology_key) {
-                if count(&s.anti_affinity, &t.topology_key, v) > 0 {
+                if s.anti_affinity.get(&t.topology_key, v) > 0 {
                     return Status::unschedulable(ERR_REASON_ANTI_AFFINITY);
                 }
             }
         }
-        if s.existing_anti_affinity.values().any(|c| *c > 0) {
-            if let Some(labels) = node.labels() {
-                for (k, v) in labels {
-                    if count(&s.existing_anti_affinity, k, v) > 0 {
-                        return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
-                    }
-                }
-            }
+        // Only the topology keys that have counts need a look (upstream
+        // walks the node's labels; the result is the same).
+        if s.existing_anti_affinity.any_positive_on(node) {
+            return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }
@@ -250,13 +321,19 @@ impl TopologyScore {
         if weight == 0 {
             return;
         }
-        if let Some(v) = node.label(&term.topology_key) {
-            *self
-                .0
-                .entry(term.topology_key.clone())
-                .or_default()
-                .entry(v.to_string())
-                .or_default() += weight;
+        let Some(v) = node.label(&term.topology_key) else {
+            return;
+        };
+        // Borrowed lookups first: the strings are cloned only for a new entry.
+        let values = match self.0.get_mut(term.topology_key.as_str()) {
+            Some(values) => values,
+            None => self.0.entry(term.topology_key.clone()).or_default(),
+        };
+        match values.get_mut(v) {
+            Some(c) => *c += weight,
+            None => {
+                values.insert(v.to_string(), weight);
+            }
         }
     }
 }
@@ -271,7 +348,10 @@ impl PreScorePlugin for InterPodAffinity {
     ) -> Status {
         let has_preferred =
             !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
-        if !has_preferred && snap.with_affinity.is_empty() {
+        // Without preferred terms of its own, only existing pods' required
+        // affinity and preferred terms can score the pod (as upstream's
+        // processExistingPod: required anti-affinity never counts here).
+        if !has_preferred && snap.with_score_terms.is_empty() {
             return Status::skip();
         }
         let ns = &snap.namespaces;
@@ -281,6 +361,9 @@ impl PreScorePlugin for InterPodAffinity {
                 return;
             }
             for other in &node.pods {
+                if !has_preferred && !other.has_score_terms() {
+                    continue;
+                }
                 for t in &pod.preferred_affinity {
                     if t.matches(other, ns) {
                         ts.add(t, node, t.weight as i64);
@@ -311,7 +394,7 @@ impl PreScorePlugin for InterPodAffinity {
         if has_preferred {
             snap.nodes.iter().for_each(|n| process(n));
         } else {
-            snap.with_affinity
+            snap.with_score_terms
                 .iter()
                 .for_each(|&i| process(&snap.nodes[i]));
         }
@@ -490,5 +573,79 @@ mod tests {
         assert_eq!(s, [0, 0, 10]);
         plugin.normalize(&st, &p, &snap.nodes, &mut s);
         assert_eq!(s, [0, 0, 100]);
+    }
+
+    fn raw_scores(snap: &Snapshot, p: &PodInfo) -> Option<Vec<i64>> {
+        let plugin = InterPodAffinity::default();
+        let mut st = CycleState::new();
+        if plugin.pre_score(&mut st, p, &snap.nodes, snap).is_skip() {
+            return None;
+        }
+        Some(
+            snap.nodes
+                .iter()
+                .map(|n| plugin.score(&st, p, n).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn existing_pods_terms_score_a_pod_without_preferences() {
+        let incoming = PodInfo::new(Arc::new(pod("web").label("app", "web").build()));
+        // Existing required anti-affinity never scores (upstream's
+        // processExistingPod), so there is nothing to score.
+        let hater = pod("x")
+            .label("app", "x")
+            .node("a1")
+            .required_anti_affinity("app", "web", "zone")
+            .build();
+        let snap = snapshot(zones(), vec![hater.clone()]);
+        assert_eq!(raw_scores(&snap, &incoming), None);
+        // An existing pod's preferred affinity towards the incoming pod
+        // scores its zone by the term's weight.
+        let fan = pod("fan")
+            .label("app", "fan")
+            .node("b1")
+            .preferred_affinity(7, "app", "web", "zone")
+            .build();
+        let snap = snapshot(zones(), vec![hater.clone(), fan.clone()]);
+        assert_eq!(raw_scores(&snap, &incoming), Some(vec![0, 0, 7]));
+        // Existing required affinity counts with hardPodAffinityWeight.
+        let follower = pod("follower")
+            .label("app", "f")
+            .node("a2")
+            .required_affinity("app", "web", "zone")
+            .build();
+        let snap = snapshot(zones(), vec![hater, fan, follower]);
+        assert_eq!(raw_scores(&snap, &incoming), Some(vec![1, 1, 7]));
+    }
+
+    #[test]
+    fn existing_anti_affinity_checks_only_counted_keys() {
+        // Two topology keys among existing pods' terms; the node is rejected
+        // through either.
+        let nodes = vec![
+            node("a1").label("zone", "a").label("rack", "r1").build(),
+            node("a2").label("zone", "a").label("rack", "r2").build(),
+            node("b1").label("zone", "b").label("rack", "r1").build(),
+            node("b2").label("zone", "b").label("rack", "r3").build(),
+        ];
+        let pods = vec![
+            pod("x")
+                .node("a1")
+                .required_anti_affinity("app", "web", "zone")
+                .build(),
+            pod("y")
+                .node("b1")
+                .required_anti_affinity("app", "web", "rack")
+                .build(),
+        ];
+        let snap = snapshot(nodes, pods);
+        let p = PodInfo::new(Arc::new(pod("web").label("app", "web").build()));
+        let ok: Vec<bool> = filter_all(&snap, &p)
+            .iter()
+            .map(Status::is_success)
+            .collect();
+        assert_eq!(ok, [false, false, false, true]);
     }
 }

@@ -149,7 +149,7 @@ pub fn default_profile(scheduler_name: &str) -> Framework {
     let affinity = Arc::new(NodeAffinity);
     let ports = Arc::new(NodePorts);
     let fit = Arc::new(NodeResourcesFit::default());
-    let spread = Arc::new(PodTopologySpread);
+    let spread = Arc::new(PodTopologySpread::default());
     let ipa = Arc::new(InterPodAffinity::default());
     let balanced = Arc::new(BalancedAllocation::default());
     let preemption = Arc::new(crate::preemption::DefaultPreemption);

@@ -2,6 +2,8 @@
 //! `ScheduleAnyway` constraints score. Matching pod counts per topology
 //! domain are computed once per pod (PreFilter / PreScore).
 
+mod count_cache;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -24,8 +26,13 @@ pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 const PRE_FILTER_KEY: &str = "PreFilterPodTopologySpread";
 const PRE_SCORE_KEY: &str = "PreScorePodTopologySpread";
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PodTopologySpread;
+#[derive(Debug, Default)]
+pub struct PodTopologySpread {
+    /// PreFilter's counts carried between cycles.
+    counts: count_cache::CountCache,
+    /// Score's per-node counts for hostname constraints, likewise.
+    node_counts: count_cache::NodeCountCache,
+}
 
 #[derive(Debug, Clone)]
 struct Constraint {
@@ -130,19 +137,75 @@ fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
     cs.iter().all(|c| node.label(&c.topology_key).is_some())
 }
 
+/// The topology values of `node` for every constraint, into `out`; false
+/// (and `out` partly filled) when the node lacks one of the keys.
+fn topology_values<'a>(node: &'a NodeInfo, cs: &[Constraint], out: &mut Vec<&'a str>) -> bool {
+    out.clear();
+    let Some(labels) = node.labels() else {
+        return cs.is_empty();
+    };
+    for c in cs {
+        match labels.get(&c.topology_key) {
+            Some(v) => out.push(v),
+            None => return false,
+        }
+    }
+    true
+}
+
 fn count_matching(pods: &[Arc<PodInfo>], sel: &LabelSelector, ns: &str) -> i64 {
+    // Cheapest checks first: the flag and namespace live in the PodInfo,
+    // the labels behind another pointer.
     pods.iter()
-        .filter(|p| !p.is_terminating() && p.namespace == ns && sel.matches(p.labels()))
+        .filter(|p| !p.terminating && p.namespace == ns && sel.matches(p.labels()))
         .count() as i64
+}
+
+/// Adds `delta` to the count of `value`, allocating only for a new value.
+fn add_count(counts: &mut HashMap<String, i64>, value: &str, delta: i64) {
+    match counts.get_mut(value) {
+        Some(c) => *c += delta,
+        None => {
+            counts.insert(value.to_string(), delta);
+        }
+    }
+}
+
+/// Per constraint, domain value → matching pods over `nodes` (PreFilter's
+/// count without the cross-cycle cache).
+fn count_all(
+    pod: &PodInfo,
+    cs: &[Constraint],
+    affinity: &RequiredNodeAffinity,
+    nodes: &[Arc<NodeInfo>],
+) -> Vec<HashMap<String, i64>> {
+    let mut counts = vec![HashMap::new(); cs.len()];
+    let mut values = Vec::with_capacity(cs.len());
+    for node in nodes {
+        if !topology_values(node, cs, &mut values) {
+            continue;
+        }
+        for (i, c) in cs.iter().enumerate() {
+            if !c.includes_node(pod, node, affinity) {
+                continue;
+            }
+            let n = count_matching(&node.pods, &c.selector, &pod.namespace);
+            add_count(&mut counts[i], values[i], n);
+        }
+    }
+    counts
 }
 
 #[derive(Debug, Clone)]
 struct PreFilterState {
     constraints: Vec<Constraint>,
-    /// Per constraint: domain value → matching pods.
-    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: domain value → matching pods (shared with the
+    /// cross-cycle cache; preemption's updates copy on write).
+    counts: Vec<Arc<HashMap<String, i64>>>,
     /// Per constraint: the smallest count over its domains.
     min: Vec<i64>,
+    /// Per constraint: 1 when the incoming pod matches its own selector.
+    self_match: Vec<i64>,
     affinity: RequiredNodeAffinity,
 }
 
@@ -152,18 +215,18 @@ impl PreFilterState {
     }
 
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
-        if other.namespace != pod.namespace || !has_all_keys(node, &self.constraints) {
+        let mut values = Vec::with_capacity(self.constraints.len());
+        if other.namespace != pod.namespace
+            || !topology_values(node, &self.constraints, &mut values)
+        {
             return;
         }
-        for i in 0..self.constraints.len() {
+        for (i, v) in values.into_iter().enumerate() {
             let c = &self.constraints[i];
             if !c.includes_node(pod, node, &self.affinity) || !c.selector.matches(other.labels()) {
                 continue;
             }
-            let Some(v) = node.label(&c.topology_key) else {
-                continue;
-            };
-            *self.counts[i].entry(v.to_string()).or_default() += delta;
+            add_count(Arc::make_mut(&mut self.counts[i]), v, delta);
             self.recompute_min(i);
         }
     }
@@ -199,24 +262,33 @@ impl PreFilterPlugin for PodTopologySpread {
             Err(e) => return (PreFilterResult::default(), Status::error(e.to_string())),
         };
         let affinity = RequiredNodeAffinity::from_pod(pod);
-        let mut counts = vec![HashMap::new(); cs.len()];
-        for node in &snap.nodes {
-            if !has_all_keys(node, &cs) {
-                continue;
-            }
-            for (i, c) in cs.iter().enumerate() {
-                if !c.includes_node(pod, node, &affinity) {
-                    continue;
-                }
-                let Some(v) = node.label(&c.topology_key) else {
-                    continue;
-                };
-                let n = count_matching(&node.pods, &c.selector, &pod.namespace);
-                *counts[i].entry(v.to_string()).or_default() += n;
-            }
-        }
+        // Counts that depend only on namespace, keys and selectors carry
+        // over between cycles; others are counted afresh.
+        let cacheable = cs
+            .iter()
+            .all(|c| (!c.honor_node_affinity || affinity.is_empty()) && !c.honor_node_taints);
+        let counts = if cacheable {
+            let key = count_cache::CountKey {
+                namespace: pod.namespace.clone(),
+                constraints: cs
+                    .iter()
+                    .map(|c| (c.topology_key.clone(), c.selector.clone()))
+                    .collect(),
+            };
+            self.counts.counts(key, &snap.nodes)
+        } else {
+            count_all(pod, &cs, &affinity, &snap.nodes)
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        };
+        let self_match = cs
+            .iter()
+            .map(|c| i64::from(c.selector.matches(pod.labels())))
+            .collect();
         let mut s = PreFilterState {
             min: vec![0; cs.len()],
+            self_match,
             constraints: cs,
             counts,
             affinity,
@@ -260,7 +332,7 @@ impl PreFilterPlugin for PodTopologySpread {
 }
 
 impl FilterPlugin for PodTopologySpread {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else {
             return Status::success();
         };
@@ -268,7 +340,7 @@ impl FilterPlugin for PodTopologySpread {
             let Some(v) = node.label(&c.topology_key) else {
                 return Status::unresolvable(ERR_REASON_NODE_LABEL_NOT_MATCH);
             };
-            let self_match = i64::from(c.selector.matches(pod.labels()));
+            let self_match = s.self_match[i];
             // Fewer eligible domains than minDomains: the global minimum is 0.
             let min = if (s.counts[i].len() as i64) < c.min_domains {
                 0
@@ -290,6 +362,9 @@ struct PreScoreState {
     ignored: HashSet<String>,
     /// (key, value) → matching pods, for non-hostname keys.
     pair_counts: HashMap<(String, String), i64>,
+    /// Per constraint (hostname keys only): node info address → matching
+    /// pods on it, for the scored nodes.
+    host_counts: Vec<HashMap<usize, i64>>,
     weights: Vec<f64>,
 }
 
@@ -369,12 +444,35 @@ impl PreScorePlugin for PodTopologySpread {
                 }
             }
         }
+        // Hostname domains are single nodes: count each scored node here,
+        // through a cache, as most nodes are unchanged since the last cycle.
+        let scored_nodes: Vec<&Arc<NodeInfo>> = filtered
+            .iter()
+            .filter(|n| !ignored.contains(&n.name))
+            .collect();
+        let host_counts = cs
+            .iter()
+            .map(|c| {
+                if c.topology_key != LABEL_HOSTNAME {
+                    return HashMap::new();
+                }
+                let counts = self
+                    .node_counts
+                    .counts(&pod.namespace, &c.selector, &scored_nodes);
+                scored_nodes
+                    .iter()
+                    .map(|n| Arc::as_ptr(n) as usize)
+                    .zip(counts)
+                    .collect()
+            })
+            .collect();
         state.write(
             PRE_SCORE_KEY,
             PreScoreState {
                 constraints: cs,
                 ignored,
                 pair_counts,
+                host_counts,
                 weights,
             },
         );
@@ -396,7 +494,11 @@ impl ScorePlugin for PodTopologySpread {
                 continue;
             };
             let cnt = if c.topology_key == LABEL_HOSTNAME {
-                count_matching(&node.pods, &c.selector, &pod.namespace)
+                let addr = node as *const NodeInfo as usize;
+                match s.host_counts.get(i).and_then(|m| m.get(&addr)) {
+                    Some(&n) => n,
+                    None => count_matching(&node.pods, &c.selector, &pod.namespace),
+                }
             } else {
                 s.pair_counts
                     .get(&(c.topology_key.clone(), v.to_string()))
@@ -505,14 +607,14 @@ mod tests {
                 .build(),
         ));
         let mut st = CycleState::new();
-        assert!(PodTopologySpread
+        assert!(PodTopologySpread::default()
             .pre_filter(&mut st, &p, &snap)
             .1
             .is_success());
         let s: Vec<Status> = snap
             .nodes
             .iter()
-            .map(|n| PodTopologySpread.filter(&st, &p, n))
+            .map(|n| PodTopologySpread::default().filter(&st, &p, n))
             .collect();
         // zone a: 2 + 1 - 0 = 3 > 1
         assert_eq!(s[0].code, Code::Unschedulable);
@@ -532,17 +634,17 @@ mod tests {
                 .build(),
         ));
         let mut st = CycleState::new();
-        assert!(PodTopologySpread
+        assert!(PodTopologySpread::default()
             .pre_score(&mut st, &p, &snap.nodes, &snap)
             .is_success());
         let mut s: Vec<i64> = snap
             .nodes
             .iter()
-            .map(|n| PodTopologySpread.score(&st, &p, n).unwrap())
+            .map(|n| PodTopologySpread::default().score(&st, &p, n).unwrap())
             .collect();
         // weight ln(2 + 2) = 1.386: zone a 2 pods → 3, zone b → 0.
         assert_eq!(s[..2], [3, 0]);
-        PodTopologySpread.normalize(&st, &p, &snap.nodes, &mut s);
+        PodTopologySpread::default().normalize(&st, &p, &snap.nodes, &mut s);
         assert_eq!(s, [0, 100, 0]);
     }
 
@@ -556,12 +658,14 @@ mod tests {
                 .build(),
         ));
         let mut st = CycleState::new();
-        PodTopologySpread.pre_filter(&mut st, &p, &snap);
+        PodTopologySpread::default().pre_filter(&mut st, &p, &snap);
         let a1 = snap.get("a1").unwrap().clone();
         for victim in a1.pods.clone() {
-            PodTopologySpread.remove_pod(&mut st, &p, &victim, &a1);
+            PodTopologySpread::default().remove_pod(&mut st, &p, &victim, &a1);
         }
-        assert!(PodTopologySpread.filter(&st, &p, &a1).is_success());
+        assert!(PodTopologySpread::default()
+            .filter(&st, &p, &a1)
+            .is_success());
     }
 
     fn zoned_cluster() -> Snapshot {
@@ -581,17 +685,21 @@ mod tests {
     }
 
     fn scores(snap: &Snapshot, p: &PodInfo) -> Option<Vec<i64>> {
+        scores_with(&PodTopologySpread::default(), snap, p)
+    }
+
+    fn scores_with(plugin: &PodTopologySpread, snap: &Snapshot, p: &PodInfo) -> Option<Vec<i64>> {
         let mut st = CycleState::new();
-        let status = PodTopologySpread.pre_score(&mut st, p, &snap.nodes, snap);
+        let status = plugin.pre_score(&mut st, p, &snap.nodes, snap);
         if status.code == Code::Skip {
             return None;
         }
         let mut s: Vec<i64> = snap
             .nodes
             .iter()
-            .map(|n| PodTopologySpread.score(&st, p, n).unwrap())
+            .map(|n| PodTopologySpread::default().score(&st, p, n).unwrap())
             .collect();
-        PodTopologySpread.normalize(&st, p, &snap.nodes, &mut s);
+        PodTopologySpread::default().normalize(&st, p, &snap.nodes, &mut s);
         Some(s)
     }
 
@@ -613,6 +721,54 @@ mod tests {
     }
 
     #[test]
+    fn cached_host_counts_follow_pods_placed_between_cycles() {
+        let mut cache = Cache::new();
+        for n in ["h1", "h2", "h3"] {
+            cache.add_or_update_node(node(n).label(LABEL_HOSTNAME, n).build());
+        }
+        let map = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        cache.set_spread_selector(
+            "default",
+            "ReplicaSet/web",
+            Some(LabelSelector::from_map(Some(&map))),
+        );
+        let web = |name: &str, n: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                pod(name).label("app", "web").node(n).build(),
+            )))
+        };
+        let p = PodInfo::new(Arc::new(pod("new").label("app", "web").build()));
+        // One plugin throughout, so later cycles read the cache.
+        let plugin = PodTopologySpread::default();
+        let mut snap = Snapshot::default();
+        let mut cycle = |cache: &mut Cache| {
+            cache.update_snapshot(&mut snap);
+            let cached = scores_with(&plugin, &snap, &p).unwrap();
+            assert_eq!(Some(cached.clone()), scores(&snap, &p));
+            let best = snap.nodes[cached
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, s)| **s)
+                .unwrap()
+                .0]
+                .name
+                .clone();
+            best
+        };
+        cache.add_or_update_pod(web("w1", "h1"));
+        cache.add_or_update_pod(web("w2", "h2"));
+        assert_eq!(cycle(&mut cache), "h3");
+        // h3 fills up; the emptiest host is now h1 or h2, not h3.
+        cache.add_or_update_pod(web("w3", "h3"));
+        cache.add_or_update_pod(web("w4", "h3"));
+        cache.add_or_update_pod(web("w5", "h2"));
+        assert_eq!(cycle(&mut cache), "h1");
+        cache.remove_pod(&web("w4", "h3").uid);
+        cache.remove_pod(&web("w3", "h3").uid);
+        assert_eq!(cycle(&mut cache), "h3");
+    }
+
+    #[test]
     fn system_defaults_need_an_owner_selector_and_yield_to_own_constraints() {
         let snap = zoned_cluster();
         // Selected by nothing: no default constraints.
@@ -626,5 +782,88 @@ mod tests {
                 .build(),
         ));
         assert!(scores(&snap, &own).is_none());
+    }
+
+    type DomainCounts = Vec<HashMap<String, i64>>;
+
+    /// The PreFilter counts of `p` as maps, and a fresh recount to compare.
+    fn cached_and_fresh(
+        plugin: &PodTopologySpread,
+        snap: &Snapshot,
+        p: &PodInfo,
+    ) -> (DomainCounts, DomainCounts) {
+        let mut st = CycleState::new();
+        assert!(plugin.pre_filter(&mut st, p, snap).1.is_success());
+        let s = st.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+        let cached = s.counts.iter().map(|c| (**c).clone()).collect();
+        let fresh = count_all(p, &s.constraints, &s.affinity, &snap.nodes);
+        (cached, fresh)
+    }
+
+    #[test]
+    fn counts_carried_across_cycles_match_a_recount() {
+        let mut cache = Cache::new();
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            cache.add_or_update_node(
+                node(n)
+                    .label(LABEL_ZONE, z)
+                    .label(LABEL_HOSTNAME, n)
+                    .build(),
+            );
+        }
+        let web = |name: &str, n: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                pod(name).label("app", "web").node(n).build(),
+            )))
+        };
+        let p = PodInfo::new(Arc::new(
+            pod("new")
+                .label("app", "web")
+                .spread(1, LABEL_ZONE, "DoNotSchedule", "app", "web")
+                .spread(1, LABEL_HOSTNAME, "DoNotSchedule", "app", "web")
+                .build(),
+        ));
+        // One plugin throughout, so each step reads what the last one left.
+        let plugin = PodTopologySpread::default();
+        let mut snap = Snapshot::default();
+        let mut step = |cache: &mut Cache, expect_a: i64| {
+            cache.update_snapshot(&mut snap);
+            let (cached, fresh) = cached_and_fresh(&plugin, &snap, &p);
+            assert_eq!(cached, fresh);
+            assert_eq!(cached[0].get("a").copied(), Some(expect_a));
+        };
+        step(&mut cache, 0);
+        cache.add_or_update_pod(web("w1", "a1"));
+        cache.add_or_update_pod(web("w2", "a2"));
+        cache.add_or_update_pod(web("w3", "b1"));
+        step(&mut cache, 2);
+        cache.remove_pod(&web("w1", "a1").uid);
+        step(&mut cache, 1);
+        // A node losing its zone label leaves its domains.
+        cache.add_or_update_node(node("c1").label(LABEL_HOSTNAME, "c1").build());
+        step(&mut cache, 1);
+        // Nodes added and removed (the snapshot's node list is rebuilt).
+        cache.add_or_update_node(
+            node("d1")
+                .label(LABEL_ZONE, "d")
+                .label(LABEL_HOSTNAME, "d1")
+                .build(),
+        );
+        cache.add_or_update_pod(web("w4", "d1"));
+        step(&mut cache, 1);
+        cache.remove_node("a1");
+        step(&mut cache, 1);
+
+        // Preemption's updates to one cycle's state stay out of the cache.
+        let mut st = CycleState::new();
+        plugin.pre_filter(&mut st, &p, &snap);
+        let a2 = snap.get("a2").unwrap().clone();
+        for victim in a2.pods.clone() {
+            plugin.remove_pod(&mut st, &p, &victim, &a2);
+        }
+        let s = st.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+        assert_eq!(s.counts[0].get("a").copied(), Some(0));
+        let (cached, _) = cached_and_fresh(&plugin, &snap, &p);
+        assert_eq!(cached[0].get("a").copied(), Some(1));
     }
 }
