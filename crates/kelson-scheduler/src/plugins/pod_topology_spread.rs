@@ -446,10 +446,15 @@ impl PreScorePlugin for PodTopologySpread {
         }
         // Hostname domains are single nodes: count each scored node here,
         // through a cache, as most nodes are unchanged since the last cycle.
-        let scored_nodes: Vec<&Arc<NodeInfo>> = filtered
-            .iter()
-            .filter(|n| !ignored.contains(&n.name))
-            .collect();
+        let scored_nodes: Vec<&Arc<NodeInfo>> =
+            if cs.iter().any(|c| c.topology_key == LABEL_HOSTNAME) {
+                filtered
+                    .iter()
+                    .filter(|n| !ignored.contains(&n.name))
+                    .collect()
+            } else {
+                Vec::new()
+            };
         let host_counts = cs
             .iter()
             .map(|c| {

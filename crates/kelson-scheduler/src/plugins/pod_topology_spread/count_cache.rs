@@ -58,6 +58,27 @@ struct Entry {
 /// Entries kept (one per recently seen constraint set).
 const MAX_ENTRIES: usize = 4;
 
+/// Runs `f` on the entry `is` picks (or a `new` one), keeping `entries`
+/// most recently used first and at most [`MAX_ENTRIES`] long.
+fn with_entry<E, R>(
+    entries: &Mutex<Vec<E>>,
+    is: impl Fn(&E) -> bool,
+    new: impl FnOnce() -> E,
+    f: impl FnOnce(&mut E) -> R,
+) -> R {
+    let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+    let mut e = match entries.iter().position(is) {
+        Some(i) => entries.remove(i),
+        None => {
+            entries.truncate(MAX_ENTRIES - 1);
+            new()
+        }
+    };
+    let out = f(&mut e);
+    entries.insert(0, e);
+    out
+}
+
 /// The counts of the last few constraint sets, most recently used first.
 #[derive(Debug, Default)]
 pub(super) struct CountCache {
@@ -174,19 +195,15 @@ impl CountCache {
         key: CountKey,
         nodes: &[Arc<NodeInfo>],
     ) -> Vec<Arc<HashMap<String, i64>>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut e = match entries.iter().position(|e| e.key == key) {
-            Some(i) => entries.remove(i),
-            None => {
-                entries.truncate(MAX_ENTRIES - 1);
-                Entry::new(key)
-            }
-        };
-        e.refresh(nodes);
-        let out = e.domains.iter().map(|d| d.counts.clone()).collect();
-        // Most recently used first; the last one is evicted.
-        entries.insert(0, e);
-        out
+        with_entry(
+            &self.entries,
+            |e| e.key == key,
+            || Entry::new(key.clone()),
+            |e| {
+                e.refresh(nodes);
+                e.domains.iter().map(|d| d.counts.clone()).collect()
+            },
+        )
     }
 }
 
@@ -214,39 +231,33 @@ impl NodeCountCache {
         selector: &LabelSelector,
         nodes: &[&Arc<NodeInfo>],
     ) -> Vec<i64> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut e = match entries
-            .iter()
-            .position(|e| e.namespace == namespace && e.selector == *selector)
-        {
-            Some(i) => entries.remove(i),
-            None => {
-                entries.truncate(MAX_ENTRIES - 1);
-                NodeEntry {
-                    namespace: namespace.to_string(),
-                    selector: selector.clone(),
-                    by_node: HashMap::new(),
-                }
-            }
-        };
-        let out = nodes
-            .iter()
-            .map(|node| match e.by_node.get_mut(node.name.as_str()) {
-                Some((seen, n)) if std::ptr::eq(seen.as_ptr(), Arc::as_ptr(node)) => *n,
-                Some(slot) => {
-                    let n = count_matching(&node.pods, selector, namespace);
-                    *slot = (Arc::downgrade(node), n);
-                    n
-                }
-                None => {
-                    let n = count_matching(&node.pods, selector, namespace);
-                    e.by_node
-                        .insert(node.name.clone(), (Arc::downgrade(node), n));
-                    n
-                }
-            })
-            .collect();
-        entries.insert(0, e);
-        out
+        with_entry(
+            &self.entries,
+            |e| e.namespace == namespace && e.selector == *selector,
+            || NodeEntry {
+                namespace: namespace.to_string(),
+                selector: selector.clone(),
+                by_node: HashMap::new(),
+            },
+            |e| {
+                nodes
+                    .iter()
+                    .map(|node| match e.by_node.get_mut(node.name.as_str()) {
+                        Some((seen, n)) if std::ptr::eq(seen.as_ptr(), Arc::as_ptr(node)) => *n,
+                        Some(slot) => {
+                            let n = count_matching(&node.pods, selector, namespace);
+                            *slot = (Arc::downgrade(node), n);
+                            n
+                        }
+                        None => {
+                            let n = count_matching(&node.pods, selector, namespace);
+                            e.by_node
+                                .insert(node.name.clone(), (Arc::downgrade(node), n));
+                            n
+                        }
+                    })
+                    .collect()
+            },
+        )
     }
 }
