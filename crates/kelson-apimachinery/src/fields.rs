@@ -317,6 +317,50 @@ pub fn supported_fields(group: &str, resource: &str) -> &'static [&'static str] 
     conversion_table(group, resource).unwrap_or(DEFAULT_FIELDS)
 }
 
+/// Where in an object [`field_value`] looks for `group`/`resource`: every
+/// value it reads, apart from `metadata.name` and `metadata.namespace`, lies
+/// at or below one of these paths (field names from the root). A reader
+/// that parses only these parts (see [`crate::sparse`]) gets the same
+/// field values.
+pub fn field_sources(group: &str, resource: &str) -> &'static [&'static [&'static str]] {
+    match (group, resource) {
+        ("", "pods") => &[
+            &["spec", "nodeName"],
+            &["spec", "restartPolicy"],
+            &["spec", "schedulerName"],
+            &["spec", "serviceAccountName"],
+            &["spec", "hostNetwork"],
+            &["status", "phase"],
+            &["status", "podIP"],
+            &["status", "podIPs"],
+            &["status", "nominatedNodeName"],
+        ],
+        ("", "nodes") => &[&["spec", "unschedulable"]],
+        ("", "replicationcontrollers") => &[&["status", "replicas"]],
+        ("", "events") => &[
+            &["involvedObject"],
+            &["reason"],
+            &["type"],
+            &["reportingComponent"],
+            &["source"],
+        ],
+        ("", "namespaces") => &[&["status", "phase"]],
+        ("", "secrets") => &[&["type"]],
+        ("", "services") => &[&["spec", "clusterIP"], &["spec", "type"]],
+        ("batch", "jobs") => &[&["status", "succeeded"]],
+        ("certificates.k8s.io", _) => &[&["spec", "signerName"]],
+        ("events.k8s.io", "events") => &[
+            &["regarding"],
+            &["reason"],
+            &["type"],
+            &["reportingController"],
+            &["deprecatedSource"],
+        ],
+        ("resource.k8s.io", "resourceslices") => &[&["spec", "nodeName"], &["spec", "driver"]],
+        _ => &[],
+    }
+}
+
 /// The labels of resources for which upstream registers a field-label
 /// conversion function; `None` means upstream's default conversion applies
 /// (which decides the error text for an unsupported label).
@@ -717,5 +761,77 @@ mod tests {
         let sel = parse("spec.nodeName=n1,status.phase!=Failed").unwrap();
         assert_eq!(sel.requires_exact_match("spec.nodeName"), Some("n1"));
         assert_eq!(sel.requires_exact_match("status.phase"), None);
+    }
+
+    #[test]
+    fn field_sources_hold_everything_field_value_reads() {
+        let who = json!({"kind": "Pod", "namespace": "ns", "name": "p", "uid": "u",
+                         "apiVersion": "v1", "resourceVersion": "7", "fieldPath": "spec"});
+        let full = json!({
+            "metadata": {"name": "o", "namespace": "ns", "labels": {"a": "b"},
+                         "managedFields": [{"manager": "m"}], "annotations": {"x": "y"}},
+            "spec": {"nodeName": "n1", "restartPolicy": "Never", "schedulerName": "s",
+                     "serviceAccountName": "sa", "hostNetwork": true, "unschedulable": true,
+                     "clusterIP": "10.0.0.1", "type": "NodePort", "signerName": "k/s",
+                     "driver": "d", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.1", "podIPs": [{"ip": "10.1.0.2"}],
+                       "nominatedNodeName": "n2", "replicas": 3, "succeeded": 2,
+                       "conditions": [{"type": "Ready"}]},
+            "involvedObject": who, "regarding": who,
+            "reason": "R", "type": "Warning", "reportingComponent": "rc",
+            "reportingController": "rctl", "source": {"component": "src"},
+            "deprecatedSource": {"component": "dsrc"}, "data": {"k": "v"}
+        });
+        // Without the values others fall back from.
+        let mut bare = full.clone();
+        for (parent, key) in [
+            ("status", "podIPs"),
+            ("", "source"),
+            ("", "deprecatedSource"),
+        ] {
+            let m = if parent.is_empty() {
+                &mut bare
+            } else {
+                &mut bare[parent]
+            };
+            m.as_object_mut().unwrap().remove(key);
+        }
+        let resources = [
+            ("", "pods"),
+            ("", "nodes"),
+            ("", "replicationcontrollers"),
+            ("", "events"),
+            ("", "namespaces"),
+            ("", "secrets"),
+            ("", "services"),
+            ("batch", "jobs"),
+            ("certificates.k8s.io", "certificatesigningrequests"),
+            ("certificates.k8s.io", "clustertrustbundles"),
+            ("events.k8s.io", "events"),
+            ("resource.k8s.io", "resourceslices"),
+            ("apps", "deployments"),
+        ];
+        for (group, resource) in resources {
+            let filter = crate::sparse::Filter::new(
+                [&["metadata", "name"][..], &["metadata", "namespace"]]
+                    .into_iter()
+                    .chain(field_sources(group, resource).iter().copied()),
+            );
+            let mut fields: Vec<&str> = supported_fields(group, resource).to_vec();
+            fields.extend(EVENTS_V1_MAPPING.iter().map(|(_, v)| *v));
+            for obj in [&full, &bare] {
+                let sparse = filter.parse(&serde_json::to_vec(obj).unwrap()).unwrap();
+                assert!(sparse
+                    .get("spec")
+                    .is_none_or(|s| s.get("containers").is_none()));
+                for f in &fields {
+                    assert_eq!(
+                        field_value(group, resource, &sparse, f),
+                        field_value(group, resource, obj, f),
+                        "{group}/{resource} {f}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod managed;
 pub mod openapi;
 pub mod quantity;
 pub mod quota;
+pub mod sparse;
 pub mod strategic;
 pub mod structural;
 pub mod tables;

@@ -21,9 +21,12 @@
 //! match upstream. Objects are assumed to be at the request's API version;
 //! version conversion of other managers' sets is not done.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 mod set;
+mod shapes;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -219,7 +222,20 @@ impl Entry {
             && (self.applied || self.api_version == other.api_version)
     }
 
+    fn encode_fields(&self) -> Value {
+        serde_json::from_str(&self.set.to_fields_v1()).unwrap_or_else(|_| Value::Object(Map::new()))
+    }
+
     fn encode(&self) -> Value {
+        let fields = match &self.fields_v1 {
+            Some(f) => f.clone(),
+            None => self.encode_fields(),
+        };
+        self.encode_with(fields)
+    }
+
+    /// The entry with `fields` as its `fieldsV1`.
+    fn encode_with(&self, fields: Value) -> Value {
         let mut m = Map::new();
         m.insert("manager".into(), Value::String(self.manager.clone()));
         m.insert("operation".into(), Value::String(self.operation().into()));
@@ -228,11 +244,6 @@ impl Entry {
             m.insert("time".into(), Value::String(t.clone()));
         }
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
-        let fields = match &self.fields_v1 {
-            Some(f) => f.clone(),
-            None => serde_json::from_str(&self.set.to_fields_v1())
-                .unwrap_or_else(|_| Value::Object(Map::new())),
-        };
         m.insert("fieldsV1".into(), fields);
         if !self.subresource.is_empty() {
             m.insert(
@@ -373,6 +384,14 @@ fn without_managed_fields(obj: &Value) -> Value {
     obj
 }
 
+fn manager_name(name: &str) -> String {
+    if name.is_empty() {
+        "unknown".into()
+    } else {
+        name.into()
+    }
+}
+
 fn empty_object() -> Value {
     Value::Object(Map::new())
 }
@@ -398,11 +417,7 @@ impl Ctx<'_> {
     }
 
     fn manager_name(&self, name: &str) -> String {
-        if name.is_empty() {
-            "unknown".into()
-        } else {
-            name.into()
-        }
+        manager_name(name)
     }
 
     /// structured-merge-diff `Updater.update`: drops what changed from other
@@ -546,6 +561,10 @@ impl Ctx<'_> {
 /// resource only) replaces the stored one, and an empty list (or a single
 /// empty entry) resets tracking.
 pub fn update(old: Option<&Value>, new: &Value, req: &Request<'_>) -> Vec<Value> {
+    let client_entries = new.pointer("/metadata/managedFields").is_some();
+    if let (None, false, Some(type_id)) = (old, client_entries, req.types.stable_id()) {
+        return record_create(type_id, new, req);
+    }
     let ctx = Ctx::new(req);
     let old_entries = || decode_managed_fields(old).unwrap_or_default();
     let mut entries = if req.subresource.is_some() {
@@ -582,9 +601,37 @@ pub fn update(old: Option<&Value>, new: &Value, req: &Request<'_>) -> Vec<Value>
         return Vec::new();
     }
     let live = old.map_or_else(empty_object, without_managed_fields);
-    let new = without_managed_fields(new);
+    let new = if client_entries {
+        std::borrow::Cow::Owned(without_managed_fields(new))
+    } else {
+        std::borrow::Cow::Borrowed(new)
+    };
     ctx.record_update(&live, &new, &mut entries, req.manager);
     encode_entries(&entries)
+}
+
+/// [`update`] for a create without client-given managedFields: one entry
+/// for the writer holding every field, its set remembered by the object's
+/// shape ([`shapes`]).
+fn record_create(type_id: &str, new: &Value, req: &Request<'_>) -> Vec<Value> {
+    let fields = shapes::created(type_id, req.reset_fields, new, || {
+        let mut entries = Vec::new();
+        Ctx::new(req).record_update(&empty_object(), new, &mut entries, req.manager);
+        entries.pop().map(|e| Arc::new(e.encode_fields()))
+    });
+    let Some(fields) = fields else {
+        return Vec::new();
+    };
+    let me = Entry {
+        manager: manager_name(req.manager),
+        applied: false,
+        api_version: req.api_version.into(),
+        subresource: req.subresource.unwrap_or("").into(),
+        time: Some(req.now.into()),
+        set: Set::new(),
+        fields_v1: None,
+    };
+    vec![me.encode_with(Value::clone(&fields))]
 }
 
 /// Server-side apply of `config` by `req.manager` onto `live` (None: the

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use kelson_apimachinery::sparse::Filter;
 use kelson_store::{EventKind, RangeRequest, Revision, Store, WatchStart, WatchStream};
 use parking_lot::RwLock;
 use serde_json::Value;
@@ -27,9 +28,47 @@ const HISTORY: usize = 8192;
 /// Live event fan-out buffer; a watcher further behind catches up from history.
 const FANOUT: usize = 8192;
 
-/// Derives what selectors need from an object: its labels and the values of
-/// the fields that field selectors may name.
-pub type Indexer = Arc<dyn Fn(&Value) -> Vec<(String, String)> + Send + Sync>;
+/// Derives what selectors need from a stored object: its labels and the
+/// values of the fields that field selectors may name. Only the parts of
+/// the object those come from are parsed.
+#[derive(Clone)]
+pub struct Indexer(Arc<IndexerParts>);
+
+/// Field-selector values from the parsed parts.
+type FieldsFn = dyn Fn(&Value) -> Vec<(String, String)> + Send + Sync;
+
+struct IndexerParts {
+    filter: Filter,
+    fields: Box<FieldsFn>,
+}
+
+impl Indexer {
+    /// `sources`: where in the object `fields` looks, beyond the name and
+    /// namespace (see [`kelson_apimachinery::fields::field_sources`]).
+    pub fn new(
+        sources: &[&[&str]],
+        fields: impl Fn(&Value) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> Indexer {
+        let always: [&[&str]; 3] = [
+            &["metadata", "name"],
+            &["metadata", "namespace"],
+            &["metadata", "labels"],
+        ];
+        Indexer(Arc::new(IndexerParts {
+            filter: Filter::new(always.into_iter().chain(sources.iter().copied())),
+            fields: Box::new(fields),
+        }))
+    }
+
+    /// The parts of `json` the index reads.
+    fn parse(&self, json: &[u8]) -> Option<Value> {
+        self.0.filter.parse(json).ok()
+    }
+
+    fn fields(&self, obj: &Value) -> Vec<(String, String)> {
+        (self.0.fields)(obj)
+    }
+}
 
 /// One object as the cache holds it.
 #[derive(Debug)]
@@ -115,11 +154,15 @@ pub fn decode(
     value: &[u8],
     rev: Revision,
 ) -> Option<Arc<CachedObject>> {
-    let mut v: Value = serde_json::from_slice(value).ok()?;
-    let meta = v.get_mut("metadata")?.as_object_mut()?;
     // Splicing the resourceVersion into the stored bytes is much cheaper
-    // than encoding the decoded object again.
+    // than encoding the decoded object again; only when that cannot be done
+    // is the whole object parsed.
     let spliced = crate::meta::with_resource_version(value, rev);
+    let mut v: Value = match spliced {
+        Some(_) => indexer.parse(value)?,
+        None => serde_json::from_slice(value).ok()?,
+    };
+    let meta = v.get_mut("metadata")?.as_object_mut()?;
     if spliced.is_none() {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
     }
@@ -138,7 +181,7 @@ pub fn decode(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let fields = indexer(&v);
+    let fields = indexer.fields(&v);
     let json = match spliced {
         Some(json) => Bytes::from(json),
         None => Bytes::from(serde_json::to_vec(&v).ok()?),

@@ -7,7 +7,7 @@ use kelson_apimachinery::managed::{
     self, BuiltinTypes, ManagedError, NoTypes, Request, SchemaTypes, TypeInfo,
 };
 use kelson_apimachinery::openapi as schemas;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::meta::{self, meta_mut};
 use crate::resources::Resource;
@@ -140,7 +140,7 @@ fn set_managed_fields(obj: &mut Value, entries: Vec<Value>) {
     if entries.is_empty() {
         m.remove("managedFields");
     } else {
-        m.insert("managedFields".into(), json!(entries));
+        m.insert("managedFields".into(), Value::Array(entries));
     }
 }
 

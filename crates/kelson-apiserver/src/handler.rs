@@ -647,6 +647,20 @@ pub fn respond_object(
             "application/json",
         ),
     };
+    respond_bytes(body, ctype, code, warnings)
+}
+
+/// An object already encoded as JSON in the served version.
+pub fn respond_json(json: Bytes, code: StatusCode, warnings: &[String]) -> Response<Body> {
+    respond_bytes(json, "application/json", code, warnings)
+}
+
+fn respond_bytes(
+    body: impl Into<Bytes>,
+    ctype: &'static str,
+    code: StatusCode,
+    warnings: &[String],
+) -> Response<Body> {
     let mut b = Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, ctype);
@@ -656,7 +670,7 @@ pub fn respond_object(
             format!("299 - {}", serde_json::to_string(w).unwrap_or_default()),
         );
     }
-    b.body(full(body))
+    b.body(full(body.into()))
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
@@ -857,8 +871,11 @@ async fn create(
     let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
     crate::fieldmanager::track_update(res, "", None, &mut obj, &manager);
     let obj = convert::to_storage(res, obj);
-    let created = api.registry.create(res, ns, obj, &opts).await?;
+    let (created, json) = api.registry.create_encoded(res, ns, obj, &opts).await?;
     crate::hooks::after_write(api, res, &created).await;
+    if let (Output::Json, false, Some(json)) = (out, convert::needs_conversion(res), json) {
+        return Ok(respond_json(json, StatusCode::CREATED, &warnings));
+    }
     Ok(respond_object(
         res,
         created,

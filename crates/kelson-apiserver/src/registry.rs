@@ -184,9 +184,23 @@ impl Registry {
         &self,
         res: &Resource,
         ns: Option<&str>,
-        mut obj: Value,
+        obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
+        self.create_encoded(res, ns, obj, opts).await.map(|c| c.0)
+    }
+
+    /// [`Registry::create`], also giving the created object as JSON (the
+    /// stored encoding with its resourceVersion, in the storage version)
+    /// when it was written: answering with these bytes saves encoding the
+    /// object a second time.
+    pub async fn create_encoded(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Option<Bytes>), ApiError> {
         {
             let m = meta_mut(&mut obj);
             if m.get("resourceVersion")
@@ -250,14 +264,15 @@ impl Registry {
             if self.store.get(&key, None).await?.kv.is_some() {
                 return Err(ApiError::already_exists(&res.group, &res.plural, &name));
             }
-            return Ok(obj);
+            return Ok((obj, None));
         }
-        let value = meta::for_storage(&obj);
-        match self.store.create(key, Bytes::from(value)).await {
+        let value = Bytes::from(meta::for_storage(&obj));
+        match self.store.create(key, value.clone()).await {
             Ok(kv) => {
                 meta_mut(&mut obj)
                     .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                Ok(obj)
+                let json = meta::with_resource_version(&value, kv.mod_revision).map(Bytes::from);
+                Ok((obj, json))
             }
             Err(kelson_store::Error::AlreadyExists { .. }) => {
                 Err(ApiError::already_exists(&res.group, &res.plural, &name))
@@ -677,5 +692,8 @@ fn same_object(a: &Value, b: &Value) -> bool {
 pub fn indexer_for(res: &Resource) -> Indexer {
     let group = res.storage.0.clone();
     let resource = res.storage.1.clone();
-    Arc::new(move |obj: &Value| strategy::selectable_fields(&group, &resource, obj))
+    let sources = kelson_apimachinery::fields::field_sources(&group, &resource);
+    Indexer::new(sources, move |obj: &Value| {
+        strategy::selectable_fields(&group, &resource, obj)
+    })
 }

@@ -238,6 +238,8 @@ struct Allocator {
     assigned: HashMap<String, Vec<String>>,
     /// Nodes without a range, with their UID.
     waiting: HashMap<String, Node>,
+    /// Waiting nodes already told that the pool is empty.
+    told: HashSet<String>,
     permits: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Outcome>,
 }
@@ -255,6 +257,7 @@ impl Allocator {
             return;
         }
         self.waiting.remove(&name);
+        self.told.remove(&name);
         let mine = self.assigned.get(&name);
         if mine.is_some_and(|m| *m == cidrs) {
             return;
@@ -276,6 +279,7 @@ impl Allocator {
 
     fn forget(&mut self, name: &str) {
         self.waiting.remove(name);
+        self.told.remove(name);
         if let Some(old) = self.assigned.remove(name) {
             for c in &old {
                 self.set.release(c);
@@ -285,6 +289,11 @@ impl Allocator {
 
     /// Hands ranges to every waiting node.
     fn allocate_waiting(&mut self) {
+        // With the pool empty, every node event would otherwise go over all
+        // waiting nodes again (thousands in a cluster that outgrew its CIDR).
+        if self.set.free() == 0 && self.waiting.keys().all(|n| self.told.contains(n)) {
+            return;
+        }
         let mut names: Vec<String> = self.waiting.keys().cloned().collect();
         names.sort();
         for name in names {
@@ -292,16 +301,21 @@ impl Allocator {
                 continue;
             };
             let Some(cidr) = self.set.allocate_next() else {
-                tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
-                self.recorder.event(
-                    &node_ref(&node),
-                    EventType::Normal,
-                    "CIDRNotAvailable",
-                    format!("Node {name} status is now: CIDRNotAvailable"),
-                );
+                // Once per node until it gets a range: the retry tick and
+                // every node event come back here.
+                if self.told.insert(name.clone()) {
+                    tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
+                    self.recorder.event(
+                        &node_ref(&node),
+                        EventType::Normal,
+                        "CIDRNotAvailable",
+                        format!("Node {name} status is now: CIDRNotAvailable"),
+                    );
+                }
                 self.waiting.insert(name, node);
                 continue;
             };
+            self.told.remove(&name);
             self.assigned.insert(name.clone(), vec![cidr.clone()]);
             let (client, permits, tx) =
                 (self.client.clone(), self.permits.clone(), self.tx.clone());
@@ -351,6 +365,7 @@ pub async fn run(
         set,
         assigned: HashMap::new(),
         waiting: HashMap::new(),
+        told: HashSet::new(),
         permits: Arc::new(Semaphore::new(16)),
         tx,
     };

@@ -49,8 +49,24 @@ pub struct ServerArgs {
     /// Static bearer tokens, one per line: token,user,uid[,"group1,group2"]
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// How long the embedded store gathers concurrent writes into one
+    /// commit, in milliseconds (a tuning knob, like etcd's batch interval)
+    #[arg(long, hide = true, env = "KELSON_STORE_COMMIT_INTERVAL_MS", value_parser = parse_interval_ms)]
+    pub store_commit_interval_ms: Option<std::time::Duration>,
     #[command(flatten)]
     pub agent: crate::node_args::NodeArgs,
+}
+
+/// Milliseconds (fractions allowed) from 0 to 1000.
+fn parse_interval_ms(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if (0.0..=1000.0).contains(&ms) => {
+            Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
+        }
+        _ => Err(format!(
+            "{s:?} is not a number of milliseconds from 0 to 1000"
+        )),
+    }
 }
 
 /// Parses an IPv4 CIDR such as 10.43.0.0/16.
@@ -185,7 +201,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     let path = store_path(&args.data_dir);
-    let store = EmbeddedStore::open(&path, Options::default())
+    let mut store_options = Options::default();
+    if let Some(interval) = args.store_commit_interval_ms {
+        store_options.commit_interval = interval;
+    }
+    let store = EmbeddedStore::open(&path, store_options)
         .await
         .with_context(|| format!("opening the store at {}", path.display()))?;
     let status = store.status().await?;
@@ -331,4 +351,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::warn!("store still in use at shutdown; every write is already on disk");
     tracing::info!("kelson server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_interval_is_milliseconds_within_a_second() {
+        assert_eq!(
+            parse_interval_ms("2.5"),
+            Ok(std::time::Duration::from_micros(2500))
+        );
+        assert_eq!(parse_interval_ms("0"), Ok(std::time::Duration::ZERO));
+        for bad in ["-1", "1001", "3ms", "", "NaN"] {
+            assert!(parse_interval_ms(bad).is_err(), "{bad}");
+        }
+    }
 }

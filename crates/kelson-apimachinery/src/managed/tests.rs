@@ -659,3 +659,107 @@ fn untouched_entries_are_kept_and_client_sets_are_re_encoded() {
     let text = serde_json::to_string(&out[0]["fieldsV1"]).unwrap();
     assert!(text.contains("k:{\\\"name\\\":\\\"nginx\\\"}"), "{text}");
 }
+
+/// Built-in types that give no stable id, so [`update`] takes its full path.
+struct Unremembered(BuiltinTypes);
+
+impl TypeInfo for Unremembered {
+    fn root(&self) -> TypeRef<'_> {
+        self.0.root()
+    }
+}
+
+#[test]
+fn remembered_create_sets_equal_computed_ones_for_objects_of_one_shape() {
+    static POD: BuiltinTypes = BuiltinTypes {
+        definition: "io.k8s.api.core.v1.Pod",
+    };
+    static SVC: BuiltinTypes = BuiltinTypes {
+        definition: "io.k8s.api.core.v1.Service",
+    };
+    let pod = |name: &str, image: &str, port: i64, env: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "uid": name,
+                         "labels": {"app": image}, "annotations": {"a": null}},
+            "spec": {
+                "containers": [{
+                    "name": "c", "image": image,
+                    "ports": [{"containerPort": port, "protocol": "UDP"}, {"containerPort": 9}],
+                    "env": [{"name": env, "value": image}],
+                    "resources": {"requests": {"cpu": "1"}},
+                    "args": ["a", image]
+                }],
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "nodeSelector": {},
+                "volumes": []
+            },
+            "status": {"phase": "Pending"}
+        })
+    };
+    let svc = |name: &str, port: i64| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"ports": [{"port": port, "targetPort": "http"}], "selector": {"app": name}}
+        })
+    };
+    let cases: [(&BuiltinTypes, &str, Value, Value); 6] = [
+        // Same shape: the second is answered from what the first left.
+        (&POD, "v1", pod("a", "x", 80, "E"), pod("b", "y", 80, "E")),
+        // Values inside lists name keyed and set items: new shapes.
+        (&POD, "v1", pod("a", "x", 80, "E"), pod("a", "x", 81, "E")),
+        (&POD, "v1", pod("a", "x", 80, "E"), pod("a", "x", 80, "F")),
+        (&SVC, "v1", svc("s", 80), svc("t", 80)),
+        (&SVC, "v1", svc("s", 80), svc("s", 443)),
+        // Another type with the very same object must not share the entry.
+        (
+            &DEPLOY_TYPES,
+            "apps/v1",
+            deployment(1, two_containers()),
+            deployment(3, two_containers()),
+        ),
+    ];
+    for (types, version, first, second) in cases {
+        for (reset, sub) in [
+            (&["status"][..], None),
+            (&["spec", "metadata"][..], Some("status")),
+        ] {
+            let remembered = Request {
+                types,
+                manager: "m",
+                api_version: version,
+                subresource: sub,
+                reset_fields: reset,
+                now: T0,
+            };
+            let computed = Request {
+                types: &Unremembered(*types),
+                ..remembered
+            };
+            for obj in [&first, &second, &first] {
+                let want = update(None, obj, &computed);
+                assert!(!want.is_empty() || sub.is_some(), "{obj}");
+                assert_eq!(update(None, obj, &remembered), want, "{obj} {reset:?}");
+            }
+        }
+    }
+    // A pod read as a Service: same object, other type, other set.
+    let as_pod = update(
+        None,
+        &svc("s", 80),
+        &Request {
+            types: &POD,
+            ..req("m", T0)
+        },
+    );
+    let as_svc = update(
+        None,
+        &svc("s", 80),
+        &Request {
+            types: &SVC,
+            ..req("m", T0)
+        },
+    );
+    assert_ne!(as_pod, as_svc);
+}

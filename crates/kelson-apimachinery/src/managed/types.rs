@@ -99,6 +99,13 @@ pub trait TypeInfo {
     fn keeps_nulls(&self) -> bool {
         false
     }
+
+    /// A name that stands for this type information for as long as the
+    /// process runs, so results computed with it can be remembered; None
+    /// when it may change (a custom resource's schema).
+    fn stable_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Built-in types, from the generated tables (`definition` as
@@ -111,6 +118,10 @@ pub struct BuiltinTypes {
 impl TypeInfo for BuiltinTypes {
     fn root(&self) -> TypeRef<'_> {
         TypeRef::Definition(self.definition)
+    }
+
+    fn stable_id(&self) -> Option<&str> {
+        Some(self.definition)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Node;
 use kelson_controllers::nodeipam::{self, ClusterCidr};
 use kelson_runtime::testing::TestCluster;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -82,10 +82,30 @@ async fn nodes_get_distinct_ranges_that_survive_a_restart() {
     })
     .await;
     assert_eq!(pod_cidr(&client, "n4").await, None);
+    // Node updates while the pool stays empty do not tell it again (each
+    // used to go over every waiting node, with a warning and an Event).
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..5 {
+        let patch = serde_json::json!({"metadata": {"labels": {"touch": i.to_string()}}});
+        nodes
+            .patch("n4", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let told: i32 = default_events(&client)
+        .await
+        .iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some("n4")
+                && e.reason.as_deref() == Some("CIDRNotAvailable")
+        })
+        .map(|e| e.count.unwrap_or(1))
+        .sum();
+    assert_eq!(told, 1, "n4 heard once that no range is left");
 
     // Deleting a node frees its range for the waiting one.
     let freed = pod_cidr(&client, "n0").await.unwrap();
-    let nodes: Api<Node> = Api::all(client.clone());
     nodes.delete("n0", &DeleteParams::default()).await.unwrap();
     assert_eq!(wait_cidr(&client, "n4").await, freed);
 
