@@ -749,7 +749,10 @@ impl Writer {
                 match self.requests.try_recv() {
                     Ok(r) => Some(r),
                     Err(std_mpsc::TryRecvError::Empty) => None,
-                    Err(std_mpsc::TryRecvError::Disconnected) => return,
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        self.finish_deletes();
+                        return;
+                    }
                 }
             };
             let mut batch = Vec::new();
@@ -786,6 +789,34 @@ impl Writer {
         }
         if !writes.is_empty() || !self.pending_deletes.is_empty() {
             self.commit_writes(writes);
+        }
+    }
+
+    /// At shutdown, removes what compaction left queued so that the next
+    /// open finds the space free and can shrink the file. The last commit is
+    /// durable: the removals before it were committed without fsync.
+    fn finish_deletes(&mut self) {
+        while !self.pending_deletes.is_empty() {
+            let before = self.pending_deletes.len();
+            self.commit_writes(Vec::new());
+            if self.pending_deletes.len() >= before {
+                // The commit failed (already logged); the next open
+                // recomputes the queue from the compacted revision.
+                return;
+            }
+        }
+        self.sync();
+    }
+
+    /// Commits an empty transaction durably, flushing earlier commits that
+    /// skipped fsync.
+    fn sync(&self) {
+        let result = (|| -> Result<()> {
+            let txn = self.shared.db.begin_write().map_err(engine)?;
+            txn.commit().map_err(engine)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "store sync at shutdown failed");
         }
     }
 

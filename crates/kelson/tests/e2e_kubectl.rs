@@ -597,6 +597,18 @@ fn state_and_certificates_survive_restart() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\ndata: {k: v}\n",
     );
     c.ok(&["create", "-f", &cm]);
+    // Let the deployment controller finish its first sync, so that the
+    // reads below compare stored state rather than race a status write.
+    c.eventually(
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.observedGeneration}/{.status.replicas}/{.status.updatedReplicas}",
+        ],
+        |s| s == "1/2/2",
+    );
     let before = c.ok(&["get", "deploy,cm", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion}/{.metadata.uid} {end}"]);
     c.restart();
     let after = c.ok(&["get", "deploy,cm", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion}/{.metadata.uid} {end}"]);
