@@ -176,12 +176,19 @@ impl Conn {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Response<Incoming>, ClientError> {
+        let patch = method == Method::PATCH;
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(http::header::ACCEPT, "application/json");
         if body.is_some() {
-            b = b.header(http::header::CONTENT_TYPE, "application/json");
+            // The bench's patches are all merge patches.
+            let kind = if patch {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            b = b.header(http::header::CONTENT_TYPE, kind);
         }
         let req = b.body(Full::new(body.unwrap_or_default()))?;
         let mut send = self.send.clone();

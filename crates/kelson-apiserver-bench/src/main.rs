@@ -8,21 +8,24 @@
 //!    times a restart on the same data dir; the restarted server is the one
 //!    measured from then on;
 //! 2. reads its idle RSS (VmRSS of /proc/PID/status after a 1 s settle);
-//! 3. creates namespace `bench`, lists its pods for a resourceVersion and
-//!    opens `--watches` watches from it (`?watch=1&resourceVersion=RV`) over
-//!    HTTP/2 connections of `--watches-per-conn` streams each (the server's
-//!    HTTP/2 limit is hyper's default of 200 concurrent streams);
-//! 4. creates `--pods` pods from `--clients` clients, each on its own
-//!    HTTP/2 connection sending one request at a time; a create's latency
-//!    runs from sending the request to having read the whole response;
-//! 5. waits until every watch has seen every created pod; a delivery's
-//!    latency runs from the moment its create request was **sent** to the
-//!    moment the reader had the event;
-//! 6. times full lists of `/api/v1/namespaces/bench/pods` and
-//!    `/api/v1/pods` (min and median of `--list-runs`, with their size);
-//! 7. reads RSS with all pods stored, after the lists, and the peak (VmHWM).
+//! 3. creates `--pods` pods in namespace `bench` from `--clients`
+//!    clients, each on its own HTTP/2 connection sending one request at a
+//!    time, with nothing else going on; a create's latency runs from sending
+//!    the request to having read the whole response;
+//! 4. times full lists of `/api/v1/namespaces/bench/pods` and
+//!    `/api/v1/pods` (min and median of `--list-runs`, with their size) and
+//!    reads RSS with all pods stored;
+//! 5. opens `--watches` watches on the pods from the current
+//!    resourceVersion (`?watch=1&resourceVersion=RV`), over HTTP/2
+//!    connections of `--watches-per-conn` streams each (the server's HTTP/2
+//!    limit is hyper's default of 200 concurrent streams), then changes
+//!    every pod once (a merge patch adding a label) from `--clients`
+//!    clients;
+//! 6. waits until every watch has seen every change; a delivery's latency
+//!    runs from the moment its patch was **sent** to the moment the reader
+//!    had the MODIFIED event; reads RSS and the peak (VmHWM).
 //!
-//! Non-201 create answers (429s included) are counted by status, and watches
+//! Unexpected answers (429s included) are counted by status, and watches
 //! that end early (ERROR events such as 410 Expired, closed streams,
 //! transport errors) by cause.
 //!
@@ -68,10 +71,11 @@ struct Args {
     /// Pods to create
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
-    /// Concurrent create clients, one HTTP/2 connection each
+    /// Concurrent writer clients (creates, then changes), one HTTP/2
+    /// connection each
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Watches held open while the pods are created
+    /// Watches held open while every pod changes
     #[arg(long, default_value_t = 1_000)]
     watches: usize,
     /// Watch streams per HTTP/2 connection (the server allows 200)
@@ -80,7 +84,7 @@ struct Args {
     /// Full lists of each kind to time
     #[arg(long, default_value_t = 5)]
     list_runs: usize,
-    /// Seconds to wait for the watches to catch up after the last create
+    /// Seconds to wait for the watches to catch up after the last change
     #[arg(long, default_value_t = 180)]
     drain_timeout: u64,
 }
@@ -144,19 +148,38 @@ fn pod_json(i: usize, client: usize) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// What the create clients saw.
+/// The request each writer client sends for its pods.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// POST a new pod (answered 201).
+    Create,
+    /// Merge-patch a label onto an existing pod (answered 200).
+    Change,
+}
+
+impl Op {
+    fn success(self) -> u16 {
+        match self {
+            Op::Create => 201,
+            Op::Change => 200,
+        }
+    }
+}
+
+/// What the writer clients saw.
 #[derive(Default)]
-struct Creates {
+struct Writes {
     latencies: Vec<Duration>,
     statuses: BTreeMap<u16, usize>,
-    /// First body of each non-201 status, for the report.
+    /// First body of each unexpected status, for the report.
     samples: BTreeMap<u16, String>,
     transport_errors: usize,
     first_transport_error: Option<String>,
+    elapsed: Duration,
 }
 
-impl Creates {
-    fn merge(&mut self, o: Creates) {
+impl Writes {
+    fn merge(&mut self, o: Writes) {
         self.latencies.extend(o.latencies);
         for (k, v) in o.statuses {
             *self.statuses.entry(k).or_default() += v;
@@ -170,33 +193,41 @@ impl Creates {
         }
     }
 
-    fn created(&self) -> usize {
-        self.statuses.get(&201).copied().unwrap_or(0)
+    fn count(&self, status: u16) -> usize {
+        self.statuses.get(&status).copied().unwrap_or(0)
     }
 }
 
-async fn create_client(
+async fn write_client(
     conn: Conn,
+    op: Op,
     client: usize,
     clients: usize,
     pods: usize,
     shared: Arc<Shared>,
     done: Arc<AtomicUsize>,
-) -> Creates {
-    let mut out = Creates::default();
+) -> Writes {
+    let mut out = Writes::default();
     let path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
     for i in (client..pods).step_by(clients) {
-        let body = pod_json(i, client);
+        let (method, path, body) = match op {
+            Op::Create => (Method::POST, path.clone(), pod_json(i, client)),
+            Op::Change => (
+                Method::PATCH,
+                format!("{path}/{}", pod_name(i)),
+                Bytes::from_static(br#"{"metadata":{"labels":{"changed":"yes"}}}"#),
+            ),
+        };
         shared.sends.mark(i);
         let t = Instant::now();
-        let r = conn.call(Method::POST, &path, Some(body)).await;
+        let r = conn.call(method, &path, Some(body)).await;
         let took = t.elapsed();
         done.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok((status, body)) => {
                 out.latencies.push(took);
                 *out.statuses.entry(status.as_u16()).or_default() += 1;
-                if status != StatusCode::CREATED {
+                if status.as_u16() != op.success() {
                     out.samples.entry(status.as_u16()).or_insert_with(|| {
                         String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
                     });
@@ -210,6 +241,54 @@ async fn create_client(
         }
     }
     out
+}
+
+/// Runs `op` on every pod from `conns` (one client each) and gathers what
+/// they saw; `progress_line` reports every second.
+async fn write_phase(
+    conns: Vec<Conn>,
+    op: Op,
+    pods: usize,
+    shared: Arc<Shared>,
+    progress_line: impl Fn(usize) -> String + Send + 'static,
+) -> anyhow::Result<Writes> {
+    let clients = conns.len();
+    let done = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                progress(progress_line(done.load(Ordering::Relaxed)));
+            }
+        })
+    };
+    let t = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, conn)| {
+            tokio::spawn(write_client(
+                conn,
+                op,
+                c,
+                clients,
+                pods,
+                shared.clone(),
+                done.clone(),
+            ))
+        })
+        .collect();
+    let mut writes = Writes::default();
+    for task in tasks {
+        writes.merge(task.await?);
+    }
+    writes.elapsed = t.elapsed();
+    ticker.abort();
+    writes.latencies.sort();
+    Ok(writes)
 }
 
 /// Timings of one kind of full list.
@@ -299,7 +378,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = srv.memory()?;
 
-    // 3. Namespace, initial list, watches.
+    // 3. Creates, with nothing else going on.
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
     let (status, body) = setup
         .call(
@@ -315,7 +394,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let pods_path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
-    let (status, body) = setup.call(Method::GET, &pods_path, None).await?;
+    let server_pid = srv.pid().to_string();
+    let cpu_of =
+        |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
+    progress(format!(
+        "creating {} pods from {} clients",
+        args.pods, args.clients
+    ));
+    let conns = open_conns(&srv, &tls, args.clients).await?;
+    let cpu_before = server::cpu_time(&server_pid);
+    let pods = args.pods;
+    let creates = write_phase(
+        conns,
+        Op::Create,
+        pods,
+        Arc::new(Shared::new(pods, 0)),
+        move |done| format!("  creates {done}/{pods}"),
+    )
+    .await?;
+    let create_cpu = cpu_of(cpu_before, server::cpu_time(&server_pid));
+    progress(format!(
+        "{} created in {} ({} non-201, {} transport errors)",
+        creates.count(201),
+        ms(creates.elapsed),
+        creates.latencies.len() - creates.count(201),
+        creates.transport_errors
+    ));
+
+    // 4. Full lists.
+    progress("timing full lists");
+    let list_conn = Conn::open(srv.addr, tls.clone()).await?;
+    let lists = vec![
+        time_list(&list_conn, &pods_path, args.list_runs).await?,
+        time_list(&list_conn, "/api/v1/pods", args.list_runs).await?,
+    ];
+    let loaded = srv.memory()?;
+
+    // 5. Watches from the current resourceVersion, then every pod changes.
+    let (status, body) = setup
+        .call(Method::GET, &format!("{pods_path}?limit=1"), None)
+        .await?;
     if status != StatusCode::OK {
         bail!("listing pods: {status}");
     }
@@ -324,7 +442,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_str()
         .context("the pod list has no resourceVersion")?
         .to_string();
-
     let shared = Arc::new(Shared::new(args.pods, args.watches));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watch_conns = args.watches.div_ceil(args.watches_per_conn);
@@ -333,10 +450,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.watches
     ));
     let t = Instant::now();
-    let mut conns = Vec::new();
-    for _ in 0..watch_conns {
-        conns.push(Conn::open(srv.addr, tls.clone()).await?);
-    }
+    let conns = open_conns(&srv, &tls, watch_conns).await?;
     let watch_path = format!("{pods_path}?watch=1&resourceVersion={rv}");
     let mut readers = Vec::with_capacity(args.watches);
     for id in 0..args.watches {
@@ -346,89 +460,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let watch_open = t.elapsed();
     let refused_early = readers.iter().filter(|r| r.is_finished()).count();
     progress(format!(
-        "watches open in {} ({refused_early} already ended)",
-        ms(watch_open)
+        "watches open in {} ({refused_early} already ended); changing every pod from {} clients",
+        ms(watch_open),
+        args.clients
     ));
-
-    // 4. Creates.
-    let mut create_conns = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        create_conns.push(Conn::open(srv.addr, tls.clone()).await?);
-    }
-    progress(format!(
-        "creating {} pods from {} clients",
-        args.pods, args.clients
-    ));
-    let done = Arc::new(AtomicUsize::new(0));
-    let ticker = {
-        let (done, shared, pods) = (done.clone(), shared.clone(), args.pods);
-        let watches = args.watches as u64;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                progress(format!(
-                    "  creates {}/{pods}, watch events {}/{}",
-                    done.load(Ordering::Relaxed),
-                    shared.total_added(),
-                    watches * pods as u64
-                ));
-            }
-        })
-    };
-    let server_pid = srv.pid().to_string();
+    let conns = open_conns(&srv, &tls, args.clients).await?;
     let cpu_before = (server::cpu_time(&server_pid), server::cpu_time("self"));
     let t = Instant::now();
-    let tasks: Vec<_> = create_conns
-        .into_iter()
-        .enumerate()
-        .map(|(c, conn)| {
-            tokio::spawn(create_client(
-                conn,
-                c,
-                args.clients,
-                args.pods,
-                shared.clone(),
-                done.clone(),
-            ))
+    let changes = {
+        let (shared, watches) = (shared.clone(), args.watches as u64);
+        write_phase(conns, Op::Change, pods, shared.clone(), move |done| {
+            format!(
+                "  changes {done}/{pods}, watch events {}/{}",
+                shared.total_changed(),
+                watches * pods as u64
+            )
         })
-        .collect();
-    let mut creates = Creates::default();
-    for task in tasks {
-        creates.merge(task.await?);
-    }
-    let create_time = t.elapsed();
-    let creates_end = Instant::now();
-    creates.latencies.sort();
+        .await?
+    };
+    let changes_end = Instant::now();
     progress(format!(
-        "{} created in {} ({} non-201, {} transport errors)",
-        creates.created(),
-        ms(create_time),
-        creates.latencies.len() - creates.created(),
-        creates.transport_errors
+        "{} changed in {} ({} non-200, {} transport errors)",
+        changes.count(200),
+        ms(changes.elapsed),
+        changes.latencies.len() - changes.count(200),
+        changes.transport_errors
     ));
 
-    // 5. Wait for every open watch to have seen every created pod.
-    let expected = creates.created() as u64;
+    // 6. Wait for every open watch to have seen every change.
+    let expected = changes.count(200) as u64;
     progress(format!(
-        "waiting for the watches to deliver {expected} pods each"
+        "waiting for the watches to deliver {expected} changes each"
     ));
-    let drain_deadline = creates_end + Duration::from_secs(args.drain_timeout);
-    let mut last_total = shared.total_added();
+    let drain_deadline = changes_end + Duration::from_secs(args.drain_timeout);
+    let mut last_total = shared.total_changed();
     let mut last_progress = Instant::now();
     let drained = loop {
         let pending = readers
             .iter()
             .enumerate()
             .filter(|(id, r)| {
-                !r.is_finished() && shared.added[*id].load(Ordering::Relaxed) < expected
+                !r.is_finished() && shared.changed[*id].load(Ordering::Relaxed) < expected
             })
             .count();
         if pending == 0 {
             break true;
         }
-        let total = shared.total_added();
+        let total = shared.total_changed();
         if total != last_total {
             last_total = total;
             last_progress = Instant::now();
@@ -439,32 +517,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    ticker.abort();
     let busy = t.elapsed();
-    let cpu_of =
-        |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
     let server_cpu = cpu_of(cpu_before.0, server::cpu_time(&server_pid));
     let bench_cpu = cpu_of(cpu_before.1, server::cpu_time("self"));
     let last_delivery = shared.last_delivery();
-    // Meaningful only when every watch got every pod.
+    // Meaningful only when every watch got every change.
     let complete = drained && !readers.iter().any(|r| r.is_finished());
     let drain = last_delivery
         .filter(|_| complete)
-        .map(|l| l.saturating_duration_since(creates_end));
-    // Deliveries per second from the first create to the last delivery.
+        .map(|l| l.saturating_duration_since(changes_end));
+    // Deliveries per second from the first change to the last delivery.
     let watch_rate = last_delivery.map(|l| {
-        shared.total_added() as f64 / l.saturating_duration_since(t).as_secs_f64().max(1e-9)
+        shared.total_changed() as f64 / l.saturating_duration_since(t).as_secs_f64().max(1e-9)
     });
-    let loaded = srv.memory()?;
-
-    // 6. Full lists (the watches stay open, idle).
-    progress("timing full lists");
-    let list_conn = Conn::open(srv.addr, tls.clone()).await?;
-    let lists = vec![
-        time_list(&list_conn, &pods_path, args.list_runs).await?,
-        time_list(&list_conn, "/api/v1/pods", args.list_runs).await?,
-    ];
-    let after_lists = srv.memory()?;
+    let watching = srv.memory()?;
 
     // Close the watches and gather what each saw.
     let _ = stop_tx.send(true);
@@ -482,9 +548,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warm_start,
         idle,
         loaded,
-        after_lists,
-        create_time,
+        watching,
         creates: &creates,
+        create_cpu,
+        changes: &changes,
         expected,
         drained,
         drain,
@@ -501,21 +568,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn open_conns(
+    srv: &ServerProc,
+    tls: &Arc<rustls::ClientConfig>,
+    n: usize,
+) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(Conn::open(srv.addr, tls.clone()).await?);
+    }
+    Ok(conns)
+}
+
 struct Report<'a> {
     args: &'a Args,
     watch_conns: usize,
     cold_start: Duration,
     warm_start: Duration,
     idle: Memory,
+    /// After the creates and the lists.
     loaded: Memory,
-    after_lists: Memory,
-    create_time: Duration,
-    creates: &'a Creates,
+    /// After the watches caught up with the changes.
+    watching: Memory,
+    creates: &'a Writes,
+    create_cpu: Option<Duration>,
+    changes: &'a Writes,
     expected: u64,
     drained: bool,
     drain: Option<Duration>,
     watch_rate: Option<f64>,
-    /// From the first create until the watches caught up (or gave up).
+    /// From the first change until the watches caught up (or gave up).
     busy: Duration,
     server_cpu: Option<Duration>,
     bench_cpu: Option<Duration>,
@@ -561,13 +643,72 @@ fn row(name: &str, measured: String, goal: &str, met: Option<bool>) {
     println!("{name:<48} {measured:<30} {goal:<10} {verdict}");
 }
 
+/// Rows for one phase of writes: rate, latency and unexpected answers.
+/// Returns how many answers were unexpected.
+fn write_rows(w: &Writes, op: Op, goals: bool) -> usize {
+    let (verb, ok) = match op {
+        Op::Create => ("create", 201),
+        Op::Change => ("change", 200),
+    };
+    let rate = w.count(ok) as f64 / w.elapsed.as_secs_f64().max(1e-9);
+    let goal = |text: &'static str, met: Option<bool>| {
+        if goals {
+            (text, met)
+        } else {
+            ("", None)
+        }
+    };
+    let (g, met) = goal("≥ 5000", Some(rate >= 5000.0));
+    row(
+        &format!("{verb}s/s ({ok}s over the phase)"),
+        format!("{rate:.0} ({} in {})", w.count(ok), ms(w.elapsed)),
+        g,
+        met,
+    );
+    let p = |q| percentile(&w.latencies, q);
+    row(&format!("{verb} latency p50"), opt_ms(p(50.0)), "", None);
+    let p99 = p(99.0);
+    let (g, met) = goal("≤ 50 ms", p99.map(|d| d <= Duration::from_millis(50)));
+    row(&format!("{verb} latency p99"), opt_ms(p99), g, met);
+    row(&format!("{verb} latency max"), opt_ms(p(100.0)), "", None);
+    let unexpected: usize = w
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s != ok)
+        .map(|(_, n)| n)
+        .sum();
+    let by_status = w
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s != ok)
+        .map(|(s, n)| format!("{s}×{n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    row(
+        &format!("non-{ok} {verb} responses"),
+        if unexpected == 0 {
+            "0".into()
+        } else {
+            format!("{unexpected} ({by_status})")
+        },
+        "",
+        None,
+    );
+    row(
+        &format!("{verb} transport errors"),
+        w.transport_errors.to_string(),
+        "",
+        None,
+    );
+    unexpected
+}
+
 fn report(r: &Report<'_>) {
     let a = r.args;
-    let c = r.creates;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
     println!(
-        "kelson-apiserver-bench: {} pods, {} create clients, {} watches on {} HTTP/2 connections",
+        "kelson-apiserver-bench: {} pods, {} writer clients, {} watches on {} HTTP/2 connections",
         a.pods, a.clients, a.watches, r.watch_conns
     );
     println!(
@@ -596,53 +737,48 @@ fn report(r: &Report<'_>) {
         "≤ 40 MiB",
         Some(r.idle.rss_kib <= 40 * 1024),
     );
-    let rate = c.created() as f64 / r.create_time.as_secs_f64().max(1e-9);
+    let mut unexpected = write_rows(r.creates, Op::Create, true);
     row(
-        "creates/s (201s over the create phase)",
-        format!("{rate:.0} ({} in {})", c.created(), ms(r.create_time)),
-        "≥ 5000",
-        Some(rate >= 5000.0),
-    );
-    let p = |q| percentile(&c.latencies, q);
-    row("create latency p50", opt_ms(p(50.0)), "", None);
-    let p99 = p(99.0);
-    row(
-        "create latency p99",
-        opt_ms(p99),
-        "≤ 50 ms",
-        p99.map(|d| d <= Duration::from_millis(50)),
-    );
-    row("create latency max", opt_ms(p(100.0)), "", None);
-    let non201: usize = c
-        .statuses
-        .iter()
-        .filter(|(s, _)| **s != 201)
-        .map(|(_, n)| n)
-        .sum();
-    let by_status = c
-        .statuses
-        .iter()
-        .filter(|(s, _)| **s != 201)
-        .map(|(s, n)| format!("{s}×{n}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    row(
-        "non-201 create responses",
-        if non201 == 0 {
-            "0".into()
-        } else {
-            format!("{non201} ({by_status})")
-        },
+        "server CPU per create",
+        r.create_cpu.map_or_else(
+            || "-".into(),
+            |d| {
+                format!(
+                    "{:.3} ms",
+                    d.as_secs_f64() * 1e3 / r.creates.latencies.len().max(1) as f64
+                )
+            },
+        ),
         "",
         None,
     );
+    for l in r.lists {
+        row(
+            &format!("list {} min / median", l.path),
+            format!("{} / {}", ms(l.min), ms(l.median)),
+            "",
+            None,
+        );
+        row(
+            "  response size",
+            format!("{} ({} items)", size(l.bytes), l.items),
+            "",
+            None,
+        );
+    }
     row(
-        "create transport errors",
-        c.transport_errors.to_string(),
+        &format!("RSS at {} pods", r.creates.count(201)),
+        mib(r.loaded.rss_kib),
         "",
         None,
     );
 
+    println!();
+    println!(
+        "with {} watches open on the pods, every pod changed once:",
+        a.watches
+    );
+    unexpected += write_rows(r.changes, Op::Change, false);
     let mut delivery = Histogram::new();
     let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let mut ends: BTreeMap<End, usize> = BTreeMap::new();
@@ -661,10 +797,10 @@ fn report(r: &Report<'_>) {
     );
     let want = r.expected * a.watches as u64;
     row(
-        "watch ADDED events delivered",
+        "watch MODIFIED events delivered",
         format!(
             "{} / {want}{}",
-            events.get("ADDED").copied().unwrap_or(0),
+            events.get("MODIFIED").copied().unwrap_or(0),
             if r.drained { "" } else { " (gave up)" }
         ),
         "",
@@ -677,7 +813,7 @@ fn report(r: &Report<'_>) {
         .sum();
     row("watches ended early", early.to_string(), "", None);
     row(
-        "watch delivery p50 (from create sent)",
+        "watch delivery p50 (from change sent)",
         format!(
             "{} ({} samples)",
             opt_ms(delivery.percentile(50.0)),
@@ -687,14 +823,14 @@ fn report(r: &Report<'_>) {
         None,
     );
     row(
-        "watch delivery p99 (from create sent)",
+        "watch delivery p99 (from change sent)",
         opt_ms(delivery.percentile(99.0)),
         "",
         None,
     );
     row("watch delivery max", opt_ms(delivery.max()), "", None);
     row(
-        "last delivery after the last create answer",
+        "last delivery after the last change answer",
         match r.drain {
             Some(d) => ms(d),
             None if a.watches == 0 => "-".into(),
@@ -724,48 +860,36 @@ fn report(r: &Report<'_>) {
         )
     };
     row(
-        "server CPU, creates to caught up",
+        "server CPU, changes to caught up",
         cpu(r.server_cpu),
         "",
         None,
     );
     row(
-        "bench CPU, creates to caught up",
+        "bench CPU, changes to caught up",
         cpu(r.bench_cpu),
         "",
         None,
     );
-    for l in r.lists {
-        row(
-            &format!("list {} min / median", l.path),
-            format!("{} / {}", ms(l.min), ms(l.median)),
-            "",
-            None,
-        );
-        row(
-            "  response size",
-            format!("{} ({} items)", size(l.bytes), l.items),
-            "",
-            None,
-        );
-    }
     row(
-        &format!("RSS at {} pods (watches open)", c.created()),
-        mib(r.loaded.rss_kib),
+        "RSS with the watches open",
+        mib(r.watching.rss_kib),
         "",
         None,
     );
-    row("RSS after the lists", mib(r.after_lists.rss_kib), "", None);
-    row("peak RSS (VmHWM)", mib(r.after_lists.hwm_kib), "", None);
+    row("peak RSS (VmHWM)", mib(r.watching.hwm_kib), "", None);
 
-    if non201 > 0 || c.transport_errors > 0 || early > 0 || events.len() > 1 {
+    let errors = r.creates.transport_errors + r.changes.transport_errors;
+    if unexpected > 0 || errors > 0 || early > 0 || events.len() > 1 {
         println!();
         println!("details:");
-        for (s, body) in &c.samples {
-            println!("  first {s} response: {body}");
-        }
-        if let Some(e) = &c.first_transport_error {
-            println!("  first create transport error: {e}");
+        for w in [r.creates, r.changes] {
+            for (s, body) in &w.samples {
+                println!("  first {s} response: {body}");
+            }
+            if let Some(e) = &w.first_transport_error {
+                println!("  first transport error: {e}");
+            }
         }
         // ERROR events differ only by revisions: group them by code and
         // reason, with the first message as the example.
@@ -790,14 +914,14 @@ fn report(r: &Report<'_>) {
                 .outcomes
                 .iter()
                 .filter(|o| o.end != End::StillOpen)
-                .map(|o| o.events.get("ADDED").copied().unwrap_or(0))
+                .map(|o| o.events.get("MODIFIED").copied().unwrap_or(0))
                 .collect();
             v.sort_unstable();
             v
         };
         if let (Some(lo), Some(hi)) = (seen.first(), seen.last()) {
             println!(
-                "  ADDED events those watches saw before ending: min {lo}, median {}, max {hi}",
+                "  MODIFIED events those watches saw before ending: min {lo}, median {}, max {hi}",
                 seen[seen.len() / 2]
             );
         }

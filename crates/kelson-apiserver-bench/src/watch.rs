@@ -1,6 +1,6 @@
 //! Watch readers: each follows one watch stream, splits it into event lines,
-//! and for every ADDED pod measures the time since its create request was
-//! sent. Parsing is a byte scan (no JSON decode) so that the readers keep up
+//! and for every MODIFIED pod measures the time since the request that
+//! changed it was sent. Parsing is a byte scan (no JSON decode) so that the readers keep up
 //! with the server.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ pub fn pod_name(i: usize) -> String {
     format!("{POD_PREFIX}{i:06}")
 }
 
-/// When each pod's create request was sent, as nanoseconds since `base`
+/// When each pod's change request was sent, as nanoseconds since `base`
 /// plus one (zero: not sent yet).
 pub struct SendTimes {
     base: Instant,
@@ -59,8 +59,8 @@ impl SendTimes {
 /// Counters shared by all readers, for progress and the drain check.
 pub struct Shared {
     pub sends: SendTimes,
-    /// ADDED events seen by each watch.
-    pub added: Vec<AtomicU64>,
+    /// MODIFIED events of bench pods seen by each watch.
+    pub changed: Vec<AtomicU64>,
     /// Nanoseconds since `sends.base` (plus one) of the latest delivery.
     pub last_delivery: AtomicU64,
 }
@@ -69,13 +69,13 @@ impl Shared {
     pub fn new(pods: usize, watches: usize) -> Shared {
         Shared {
             sends: SendTimes::new(pods),
-            added: (0..watches).map(|_| AtomicU64::new(0)).collect(),
+            changed: (0..watches).map(|_| AtomicU64::new(0)).collect(),
             last_delivery: AtomicU64::new(0),
         }
     }
 
-    pub fn total_added(&self) -> u64 {
-        self.added.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    pub fn total_changed(&self) -> u64 {
+        self.changed.iter().map(|a| a.load(Ordering::Relaxed)).sum()
     }
 
     /// When the latest event was delivered, if any.
@@ -243,12 +243,14 @@ fn lines(
             *out.events.entry("ERROR".into()).or_default() += 1;
             return Err(End::ErrorEvent(error_summary(line)));
         }
-        if kind == b"ADDED" {
-            if let Some(us) = pod.and_then(|i| shared.sends.since(i, now)) {
-                out.delivery.record(us);
-            }
-            if let Some(a) = shared.added.get(id) {
-                a.fetch_add(1, Ordering::Relaxed);
+        if kind == b"MODIFIED" {
+            if let Some(i) = pod {
+                if let Some(us) = shared.sends.since(i, now) {
+                    out.delivery.record(us);
+                }
+                if let Some(a) = shared.changed.get(id) {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         let kind = std::str::from_utf8(kind).unwrap_or("?");

@@ -38,6 +38,8 @@ struct Watcher {
     name: Option<String>,
     filter: Filter,
     out: Output,
+    /// JSON of the stored version: cached bytes go out as they are.
+    plain: bool,
     include_object: String,
     sent_columns: bool,
     /// Encoded events not yet handed to the connection.
@@ -124,6 +126,7 @@ pub async fn serve(
         name,
         filter,
         out,
+        plain: out == Output::Json && !convert::needs_conversion(&res),
         include_object: q.get("includeObject").unwrap_or("Metadata").to_string(),
         sent_columns: false,
         buf: Vec::new(),
@@ -424,10 +427,12 @@ impl Watcher {
     }
 
     fn push_object(&mut self, kind: &str, o: &CachedObject, rev: Option<u64>) {
-        let plain =
-            self.out == Output::Json && !convert::needs_conversion(&self.res) && rev.is_none();
-        if plain {
+        if self.plain && rev.is_none() {
+            const FRAMING: usize = r#"{"type":"","object":}"#.len() + 1;
             let b = &mut self.buf;
+            // One allocation of the right size instead of doubling from
+            // empty after every flush.
+            b.reserve(FRAMING + kind.len() + o.json.len());
             b.extend_from_slice(b"{\"type\":\"");
             b.extend_from_slice(kind.as_bytes());
             b.extend_from_slice(b"\",\"object\":");
