@@ -416,10 +416,6 @@ impl Ctx<'_> {
         self.req.types
     }
 
-    fn manager_name(&self, name: &str) -> String {
-        manager_name(name)
-    }
-
     /// structured-merge-diff `Updater.update`: drops what changed from other
     /// managers' sets; returns conflicts when not forced.
     fn update_others(
@@ -474,7 +470,7 @@ impl Ctx<'_> {
     /// from `live` to `new` (both without managedFields).
     fn record_update(&self, live: &Value, new: &Value, entries: &mut Vec<Entry>, manager: &str) {
         let me = Entry {
-            manager: self.manager_name(manager),
+            manager: manager_name(manager),
             applied: false,
             api_version: self.req.api_version.into(),
             subresource: self.req.subresource.unwrap_or("").into(),
@@ -673,7 +669,7 @@ pub fn apply(
         // Whatever the object holds so far belongs to "before-first-apply".
         ctx.record_update(&empty_object(), &live_obj, &mut entries, BEFORE_FIRST_APPLY);
     }
-    let manager = ctx.manager_name(req.manager);
+    let manager = manager_name(req.manager);
     let result = ctx.apply_once(&live_obj, config, &entries, &manager, force);
     let (object, entries) = match result {
         Err(ManagedError::Conflicts(conflicts)) if manager == "kubectl" => {

@@ -95,6 +95,20 @@ impl CachedObject {
     pub fn value(&self) -> Value {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
+
+    /// The object's metadata alone: the rest is scanned, not built, which
+    /// is what metadata-only lists and watches need.
+    pub fn metadata(&self) -> Value {
+        #[derive(serde::Deserialize)]
+        struct Only {
+            #[serde(default)]
+            metadata: Option<Value>,
+        }
+        serde_json::from_slice::<Only>(&self.json)
+            .ok()
+            .and_then(|o| o.metadata)
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -675,10 +675,16 @@ fn respond_bytes(
 }
 
 pub fn partial_metadata(obj: &Value) -> Value {
+    partial_metadata_of(obj.get("metadata").cloned().unwrap_or(json!({})))
+}
+
+/// A PartialObjectMetadata around `metadata`. Conversion between served
+/// versions leaves metadata alone, so stored metadata can go out as it is.
+pub fn partial_metadata_of(metadata: Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+        "metadata": metadata,
     })
 }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::cache::CachedObject;
 use crate::convert;
-use crate::handler::{parse_rv, partial_metadata, Api, Query};
+use crate::handler::{parse_rv, partial_metadata_of, Api, Query};
 use crate::negotiate::{self, Output};
 use crate::resources::Resource;
 use crate::status::ApiError;
@@ -267,6 +267,20 @@ pub fn render(res: &Resource, page: Page, out: Output, q: &Query) -> Result<Vec<
             body.extend_from_slice(b"]}");
             Ok(body)
         }
+        Output::Metadata => {
+            let items: Vec<Value> = page
+                .items
+                .iter()
+                .map(|o| partial_metadata_of(o.metadata()))
+                .collect();
+            let v = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items,
+            });
+            Ok(serde_json::to_vec(&v).unwrap_or_default())
+        }
         _ => {
             let items: Vec<Value> = page
                 .items
@@ -281,12 +295,6 @@ pub fn render(res: &Resource, page: Page, out: Output, q: &Query) -> Result<Vec<
                     q.get("includeObject").unwrap_or("Metadata"),
                     true,
                 ),
-                Output::Metadata => json!({
-                    "kind": "PartialObjectMetadataList",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": meta,
-                    "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
-                }),
                 _ => {
                     json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta, "items": items})
                 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{decode, CacheError, CacheEvent, CachedObject, EventType, WatchCache};
 use crate::convert;
-use crate::handler::{parse_rv, partial_metadata, Api, Body, Query};
+use crate::handler::{parse_rv, Api, Body, Query};
 use crate::list::{ns_prefix, Filter};
 use crate::negotiate::Output;
 use crate::registry::indexer_for;
@@ -440,6 +440,17 @@ impl Watcher {
             b.extend_from_slice(b"}\n");
             return;
         }
+        if self.out == Output::Metadata {
+            let mut meta = o.metadata();
+            if let (Some(rev), Some(m)) = (rev, meta.as_object_mut()) {
+                m.insert("resourceVersion".into(), json!(rev.to_string()));
+            }
+            let obj = crate::handler::partial_metadata_of(meta);
+            if serde_json::to_writer(&mut self.buf, &json!({"type": kind, "object": obj})).is_ok() {
+                self.buf.push(b'\n');
+            }
+            return;
+        }
         let mut v = o.value();
         if let Some(rev) = rev {
             crate::meta::meta_mut(&mut v).insert("resourceVersion".into(), json!(rev.to_string()));
@@ -457,7 +468,6 @@ impl Watcher {
                 self.sent_columns = true;
                 t
             }
-            Output::Metadata => partial_metadata(&v),
             _ => v,
         };
         if serde_json::to_writer(&mut self.buf, &json!({"type": kind, "object": obj})).is_ok() {

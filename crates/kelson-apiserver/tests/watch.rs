@@ -124,3 +124,100 @@ async fn a_watch_from_beyond_the_cache_window_catches_up_and_follows_live_events
     assert_eq!(got.len(), want.len());
     assert!(got == want, "every object created after the start, once");
 }
+
+/// Metadata-only lists and watches (what kube-rs's metadata informers ask
+/// for) carry each object's metadata and nothing else, and a watch with a
+/// selector reports an object leaving it as DELETED at the revision of
+/// the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_lists_and_watches_carry_metadata_alone() {
+    const LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    const ONE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let s = Server::start().await;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "meta-a", "labels": {"tier": "a"}}, "data": {"secret-ish": "x"}});
+    let (code, created) = s
+        .json("POST", "/api/v1/namespaces/default/configmaps", Some(&cm))
+        .await;
+    assert_eq!(code, 201, "{created}");
+
+    let (code, _, body) = s
+        .call_accept(
+            "GET",
+            "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Da",
+            None,
+            LIST,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList", "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["kind"], "PartialObjectMetadata");
+    assert_eq!(items[0]["metadata"]["name"], "meta-a");
+    assert_eq!(items[0]["metadata"]["labels"]["tier"], "a");
+    assert_eq!(
+        items[0]["metadata"]["uid"], created["metadata"]["uid"],
+        "the stored metadata"
+    );
+    assert!(items[0].get("data").is_none(), "{}", items[0]);
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let watch = {
+        let path = format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&labelSelector=tier%3Da&resourceVersion={rv}&timeoutSeconds=3"
+        );
+        let s = &s;
+        async move { s.call_accept("GET", &path, None, ONE).await }
+    };
+    let changes = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let path = "/api/v1/namespaces/default/configmaps/meta-a";
+        let (code, v) = s
+            .json(
+                "PATCH",
+                path,
+                Some(&json!({"metadata": {"annotations": {"n": "1"}}})),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        let (code, moved) = s
+            .json(
+                "PATCH",
+                path,
+                Some(&json!({"metadata": {"labels": {"tier": "b"}}})),
+            )
+            .await;
+        assert_eq!(code, 200, "{moved}");
+        moved["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ((code, _, body), moved_rv) = tokio::join!(watch, changes);
+    assert_eq!(code, 200);
+    let events: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("each line is one event"))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(events[0]["object"]["metadata"]["annotations"]["n"], "1");
+    assert!(events[0]["object"].get("data").is_none(), "{}", events[0]);
+    assert_eq!(events[1]["type"], "DELETED");
+    assert_eq!(events[1]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(
+        events[1]["object"]["metadata"]["labels"]["tier"], "a",
+        "the last state inside the selection"
+    );
+    assert_eq!(
+        events[1]["object"]["metadata"]["resourceVersion"], moved_rv,
+        "at the revision that moved it out"
+    );
+}

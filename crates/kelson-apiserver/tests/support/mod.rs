@@ -87,6 +87,18 @@ impl Server {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, String, Vec<u8>) {
+        self.call_accept(method, path, body, "application/json")
+            .await
+    }
+
+    /// [`Server::call`] asking for the representation `accept`.
+    pub async fn call_accept(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> (u16, String, Vec<u8>) {
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let ctype = if method == "PATCH" {
             "application/merge-patch+json"
@@ -95,7 +107,7 @@ impl Server {
         };
         let mut tls = self.connect().await;
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\
              Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
             payload.len()
         );
