@@ -427,7 +427,7 @@ impl Ctx<'_> {
         force: bool,
     ) -> Result<walk::Comparison, Vec<Conflict>> {
         let types = self.types();
-        let mut cmp = compare(types, types.root(), live, new);
+        let mut cmp = walk::compare_objects(types, types.root(), live, new);
         cmp.removed = std::mem::take(&mut cmp.removed).without_recursive(&self.reset);
         cmp.modified = std::mem::take(&mut cmp.modified).without_recursive(&self.reset);
         cmp.added = std::mem::take(&mut cmp.added).without_recursive(&self.reset);
@@ -467,7 +467,7 @@ impl Ctx<'_> {
     }
 
     /// The Update chain below `skipNonApplied`: records `manager`'s change
-    /// from `live` to `new` (both without managedFields).
+    /// from `live` to `new` (their managedFields are not compared).
     fn record_update(&self, live: &Value, new: &Value, entries: &mut Vec<Entry>, manager: &str) {
         let me = Entry {
             manager: manager_name(manager),
@@ -573,6 +573,11 @@ pub fn update(old: Option<&Value>, new: &Value, req: &Request<'_>) -> Vec<Value>
             {
                 Vec::new()
             }
+            // Sent back as they were read (a patch, or an update of a
+            // fetched object): the stored entries, with their encodings.
+            Some(sent) if old.and_then(|o| o.pointer("/metadata/managedFields")) == Some(sent) => {
+                old_entries()
+            }
             Some(_) => match decode_managed_fields(Some(new)) {
                 // A client's sets are re-encoded, so what is stored is
                 // always in our canonical form.
@@ -596,13 +601,9 @@ pub fn update(old: Option<&Value>, new: &Value, req: &Request<'_>) -> Vec<Value>
     if entries.is_empty() && has_uid {
         return Vec::new();
     }
-    let live = old.map_or_else(empty_object, without_managed_fields);
-    let new = if client_entries {
-        std::borrow::Cow::Owned(without_managed_fields(new))
-    } else {
-        std::borrow::Cow::Borrowed(new)
-    };
-    ctx.record_update(&live, &new, &mut entries, req.manager);
+    // The comparison skips managedFields on both sides.
+    let empty = empty_object();
+    ctx.record_update(old.unwrap_or(&empty), new, &mut entries, req.manager);
     encode_entries(&entries)
 }
 

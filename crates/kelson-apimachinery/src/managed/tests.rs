@@ -341,6 +341,30 @@ fn update_takes_ownership_and_removes_from_others() {
 }
 
 #[test]
+fn update_sending_back_the_stored_entries_leaves_untouched_ones_as_they_were() {
+    let first = apply(None, &deployment(3, two_containers()), &req("a", T0), false).unwrap();
+    let live = stored(&first);
+    let before = entry(&live, "a", "Apply").unwrap().clone();
+    // A patch-like update: the read object, managedFields included, with
+    // one label added.
+    let mut edited = live.clone();
+    edited["metadata"]["labels"]["tier"] = json!("front");
+    let mf = update(Some(&live), &edited, &req("labeler", T1));
+    edited["metadata"]["managedFields"] = Value::Array(mf);
+    assert_eq!(entry(&edited, "a", "Apply").unwrap(), &before);
+    assert_eq!(
+        fields(entry(&edited, "labeler", "Update").unwrap()),
+        r#"{"f:metadata":{"f:labels":{"f:tier":{}}}}"#,
+        "managedFields themselves are never owned"
+    );
+    // Only managedFields differ: nothing is recorded for the writer.
+    let mut touched = live.clone();
+    touched["metadata"]["managedFields"][0]["time"] = json!(T1);
+    let mf = update(Some(&live), &touched, &req("toucher", T1));
+    assert!(mf.iter().all(|e| e["manager"] != "toucher"), "{mf:?}");
+}
+
+#[test]
 fn set_lists_granular_and_atomic_maps() {
     let cm = Request {
         types: &CM_TYPES,

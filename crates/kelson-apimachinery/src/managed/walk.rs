@@ -370,7 +370,28 @@ impl Comparison {
 /// upstream `TypedValue.Compare`, with Go's always-present fields (see
 /// [`Implicit`]) treated as present on both sides.
 pub fn compare(types: &dyn TypeInfo, ty: TypeRef<'_>, lhs: &Value, rhs: &Value) -> Comparison {
-    compare_node(types, ty, Some(lhs), Some(rhs)).0
+    compare_node(types, ty, Some(lhs), Some(rhs), Skip::Nothing).0
+}
+
+/// [`compare`] of two whole objects as if neither had
+/// `metadata.managedFields`, which saves copying them without it.
+pub fn compare_objects(
+    types: &dyn TypeInfo,
+    ty: TypeRef<'_>,
+    lhs: &Value,
+    rhs: &Value,
+) -> Comparison {
+    compare_node(types, ty, Some(lhs), Some(rhs), Skip::Root).0
+}
+
+/// Where the comparison stands relative to `metadata.managedFields`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    /// At the object: its `metadata` holds the field to skip.
+    Root,
+    /// At `metadata`: skip `managedFields`.
+    Metadata,
 }
 
 fn compare_node(
@@ -378,6 +399,7 @@ fn compare_node(
     ty: TypeRef<'_>,
     lhs: Option<&Value>,
     rhs: Option<&Value>,
+    skip: Skip,
 ) -> (Comparison, Option<Change>) {
     let mut cmp = Comparison::default();
     // Identical subtrees hold no change. Checking first costs one scan
@@ -443,6 +465,11 @@ fn compare_node(
                 .collect();
             keys.sort_unstable();
             for k in keys {
+                let child_skip = match (skip, k.as_str()) {
+                    (Skip::Metadata, "managedFields") => continue,
+                    (Skip::Root, "metadata") => Skip::Metadata,
+                    _ => Skip::Nothing,
+                };
                 let (lv, rv) = (lm.get(k), rm.get(k));
                 let (cty, _, implicit) = entry_type(types, ty, is_struct, k);
                 // Sides that exist in the live object only as Go's zero value.
@@ -455,7 +482,7 @@ fn compare_node(
                 if lv.is_none() && rv.is_none() {
                     continue;
                 }
-                let (sub, own) = compare_node(types, cty, lv, rv);
+                let (sub, own) = compare_node(types, cty, lv, rv, child_skip);
                 cmp.attach(&PathElement::Field(k.clone()), sub, own);
             }
             (cmp, own_presence)
@@ -506,8 +533,13 @@ fn compare_node(
             for pe in all {
                 let (ll, rl) = (get(&lvals, &pe), get(&rvals, &pe));
                 if ll.len() <= 1 && rl.len() <= 1 {
-                    let (sub, own) =
-                        compare_node(types, ety, ll.first().copied(), rl.first().copied());
+                    let (sub, own) = compare_node(
+                        types,
+                        ety,
+                        ll.first().copied(),
+                        rl.first().copied(),
+                        Skip::Nothing,
+                    );
                     cmp.attach(&pe, sub, own);
                 } else if ll.len() >= 2 && rl.len() >= 2 {
                     let equal =
@@ -517,13 +549,13 @@ fn compare_node(
                     }
                 } else if ll.len() >= 2 {
                     if let Some(r) = rl.first() {
-                        let (sub, own) = compare_node(types, ety, None, Some(r));
+                        let (sub, own) = compare_node(types, ety, None, Some(r), Skip::Nothing);
                         cmp.attach(&pe, sub, own);
                     }
                     insert_member(&mut cmp.removed, pe);
                 } else {
                     if let Some(l) = ll.first() {
-                        let (sub, own) = compare_node(types, ety, Some(l), None);
+                        let (sub, own) = compare_node(types, ety, Some(l), None, Skip::Nothing);
                         cmp.attach(&pe, sub, own);
                     }
                     insert_member(&mut cmp.added, pe);
