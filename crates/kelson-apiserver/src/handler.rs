@@ -650,6 +650,22 @@ pub fn respond_object(
     respond_bytes(body, ctype, code, warnings)
 }
 
+/// Answers with `json` (the stored encoding) when it is what the client
+/// asked for, else encodes `obj`.
+pub fn respond_written(
+    res: &Resource,
+    obj: Value,
+    json: Option<Bytes>,
+    code: StatusCode,
+    out: Output,
+    warnings: &[String],
+) -> Response<Body> {
+    match (out, convert::needs_conversion(res), json) {
+        (Output::Json, false, Some(json)) => respond_json(json, code, warnings),
+        _ => respond_object(res, obj, code, out, warnings),
+    }
+}
+
 /// An object already encoded as JSON in the served version.
 pub fn respond_json(json: Bytes, code: StatusCode, warnings: &[String]) -> Response<Body> {
     respond_bytes(json, "application/json", code, warnings)
@@ -879,12 +895,10 @@ async fn create(
     let obj = convert::to_storage(res, obj);
     let (created, json) = api.registry.create_encoded(res, ns, obj, &opts).await?;
     crate::hooks::after_write(api, res, &created).await;
-    if let (Output::Json, false, Some(json)) = (out, convert::needs_conversion(res), json) {
-        return Ok(respond_json(json, StatusCode::CREATED, &warnings));
-    }
-    Ok(respond_object(
+    Ok(respond_written(
         res,
         created,
+        json,
         StatusCode::CREATED,
         out,
         &warnings,
@@ -933,9 +947,9 @@ async fn update(
         }
     }
     let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
-    let (stored, created) = api
+    let (stored, created, json) = api
         .registry
-        .guaranteed_update(res, ns, name, &opts, |current| match current {
+        .guaranteed_update_encoded(res, ns, name, &opts, |current| match current {
             None if create_ok => {
                 let mut new = obj.clone();
                 crate::fieldmanager::track_update(res, "", None, &mut new, &manager);
@@ -955,7 +969,7 @@ async fn update(
     } else {
         StatusCode::OK
     };
-    Ok(respond_object(res, stored, code, out, &warnings))
+    Ok(respond_written(res, stored, json, code, out, &warnings))
 }
 
 /// The namespace finalize subresource changes spec.finalizers only.

@@ -9,7 +9,7 @@ use kelson_apimachinery::{openapi as schemas, strategic};
 use serde_json::json;
 
 use crate::convert;
-use crate::handler::{check_type, field_check, respond_object, write_options, Api, Body, Query};
+use crate::handler::{check_type, field_check, respond_written, write_options, Api, Body, Query};
 use crate::meta::{self, meta_mut};
 use crate::negotiate::{self, Output, PatchType};
 use crate::resources::Resource;
@@ -78,9 +78,9 @@ pub async fn patch(
             crate::handler::may_create_in(api, res, ns, name).await?;
         }
     }
-    let (stored, created) = api
+    let (stored, created, json) = api
         .registry
-        .guaranteed_update(res, ns, name, &opts, |current| {
+        .guaranteed_update_encoded(res, ns, name, &opts, |current| {
             let Some(current) = current else {
                 if !create_ok {
                     return Err(ApiError::not_found(&res.group, &res.plural, name));
@@ -147,5 +147,5 @@ pub async fn patch(
     } else {
         StatusCode::OK
     };
-    Ok(respond_object(res, stored, code, out, &warnings))
+    Ok(respond_written(res, stored, json, code, out, &warnings))
 }

@@ -292,8 +292,26 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         opts: &WriteOptions,
-        mut change: F,
+        change: F,
     ) -> Result<(Value, bool), ApiError>
+    where
+        F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
+    {
+        self.guaranteed_update_encoded(res, ns, name, opts, change)
+            .await
+            .map(|(v, created, _)| (v, created))
+    }
+
+    /// [`Registry::guaranteed_update`], also giving the stored object as
+    /// JSON (as [`Registry::create_encoded`] does) when this call wrote it.
+    pub async fn guaranteed_update_encoded<F>(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
+        mut change: F,
+    ) -> Result<(Value, bool, Option<Bytes>), ApiError>
     where
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
     {
@@ -316,10 +334,10 @@ impl Registry {
                     Some(kv) => (decode_stored(&kv.value, kv.mod_revision)?, kv.mod_revision),
                     None => {
                         let desired = change(None)?;
-                        let created = self.create(res, ns, desired, opts).await;
+                        let created = self.create_encoded(res, ns, desired, opts).await;
                         match created {
                             Err(e) if e.reason == "AlreadyExists" => continue,
-                            other => return other.map(|o| (o, true)),
+                            other => return other.map(|(o, json)| (o, true, json)),
                         }
                     }
                 },
@@ -374,13 +392,13 @@ impl Registry {
                 && !strategy::delete_blocked(res, &new)
             {
                 if opts.dry_run {
-                    return Ok((new, false));
+                    return Ok((new, false, None));
                 }
                 return match self.store.delete(key.clone(), Some(mod_revision)).await {
                     Ok(d) => {
                         meta_mut(&mut new)
                             .insert("resourceVersion".into(), json!(d.revision.to_string()));
-                        Ok((new, false))
+                        Ok((new, false, None))
                     }
                     Err(e) if e.is_conflict() && (precondition.is_none() || from_cache) => continue,
                     Err(e) if e.is_conflict() => {
@@ -395,21 +413,23 @@ impl Registry {
                     continue;
                 }
                 // Upstream skips no-op writes: the resourceVersion stays.
-                return Ok((old, false));
+                return Ok((old, false, None));
             }
             if opts.dry_run {
-                return Ok((new, false));
+                return Ok((new, false, None));
             }
-            let value = meta::for_storage(&new);
+            let value = Bytes::from(meta::for_storage(&new));
             match self
                 .store
-                .update(key.clone(), Bytes::from(value), mod_revision)
+                .update(key.clone(), value.clone(), mod_revision)
                 .await
             {
                 Ok(kv) => {
                     meta_mut(&mut new)
                         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                    return Ok((new, false));
+                    let json =
+                        meta::with_resource_version(&value, kv.mod_revision).map(Bytes::from);
+                    return Ok((new, false, json));
                 }
                 Err(e) if e.is_conflict() && (precondition.is_none() || from_cache) => continue,
                 Err(e) if e.is_conflict() => {
