@@ -297,7 +297,7 @@ impl Registry {
     where
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
     {
-        self.guaranteed_update_encoded(res, ns, name, opts, change)
+        self.update_loop(res, ns, name, opts, change, false)
             .await
             .map(|(v, created, _)| (v, created))
     }
@@ -310,7 +310,24 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         opts: &WriteOptions,
+        change: F,
+    ) -> Result<(Value, bool, Option<Bytes>), ApiError>
+    where
+        F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
+    {
+        self.update_loop(res, ns, name, opts, change, true).await
+    }
+
+    /// The loop behind both: `encode` asks for the stored JSON, which costs a
+    /// scan of the object that callers answering with `Value`s skip.
+    async fn update_loop<F>(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
         mut change: F,
+        encode: bool,
     ) -> Result<(Value, bool, Option<Bytes>), ApiError>
     where
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
@@ -427,8 +444,10 @@ impl Registry {
                 Ok(kv) => {
                     meta_mut(&mut new)
                         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                    let json =
-                        meta::with_resource_version(&value, kv.mod_revision).map(Bytes::from);
+                    let json = encode
+                        .then(|| meta::with_resource_version(&value, kv.mod_revision))
+                        .flatten()
+                        .map(Bytes::from);
                     return Ok((new, false, json));
                 }
                 Err(e) if e.is_conflict() && (precondition.is_none() || from_cache) => continue,
