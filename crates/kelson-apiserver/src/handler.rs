@@ -650,6 +650,12 @@ pub fn respond_object(
     respond_bytes(body, ctype, code, warnings)
 }
 
+/// Whether stored bytes can go out as they are: JSON asked for, in the
+/// storage version (a write's answer, a watch's events).
+pub fn serves_stored_json(res: &Resource, out: Output) -> bool {
+    out == Output::Json && !convert::needs_conversion(res)
+}
+
 /// Answers with `json` (the stored encoding) when it is what the client
 /// asked for, else encodes `obj`.
 pub fn respond_written(
@@ -660,8 +666,8 @@ pub fn respond_written(
     out: Output,
     warnings: &[String],
 ) -> Response<Body> {
-    match (out, convert::needs_conversion(res), json) {
-        (Output::Json, false, Some(json)) => respond_json(json, code, warnings),
+    match json {
+        Some(json) if serves_stored_json(res, out) => respond_json(json, code, warnings),
         _ => respond_object(res, obj, code, out, warnings),
     }
 }
@@ -949,19 +955,26 @@ async fn update(
     let manager = crate::fieldmanager::manager_name(opts.field_manager.as_deref(), &parts.headers);
     let (stored, created, json) = api
         .registry
-        .guaranteed_update_encoded(res, ns, name, &opts, |current| match current {
-            None if create_ok => {
-                let mut new = obj.clone();
-                crate::fieldmanager::track_update(res, "", None, &mut new, &manager);
-                Ok(new)
-            }
-            None => Err(ApiError::not_found(&res.group, &res.plural, name)),
-            Some(old) => {
-                let mut new = finalize_or_merge(res, sub_kind, obj.clone(), old);
-                crate::fieldmanager::track_update(res, sub, Some(old), &mut new, &manager);
-                Ok(new)
-            }
-        })
+        .guaranteed_update_encoded(
+            res,
+            ns,
+            name,
+            &opts,
+            serves_stored_json(res, out),
+            |current| match current {
+                None if create_ok => {
+                    let mut new = obj.clone();
+                    crate::fieldmanager::track_update(res, "", None, &mut new, &manager);
+                    Ok(new)
+                }
+                None => Err(ApiError::not_found(&res.group, &res.plural, name)),
+                Some(old) => {
+                    let mut new = finalize_or_merge(res, sub_kind, obj.clone(), old);
+                    crate::fieldmanager::track_update(res, sub, Some(old), &mut new, &manager);
+                    Ok(new)
+                }
+            },
+        )
         .await?;
     crate::hooks::after_write(api, res, &stored).await;
     let code = if created {

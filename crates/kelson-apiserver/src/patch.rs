@@ -9,7 +9,9 @@ use kelson_apimachinery::{openapi as schemas, strategic};
 use serde_json::json;
 
 use crate::convert;
-use crate::handler::{check_type, field_check, respond_written, write_options, Api, Body, Query};
+use crate::handler::{
+    check_type, field_check, respond_written, serves_stored_json, write_options, Api, Body, Query,
+};
 use crate::meta::{self, meta_mut};
 use crate::negotiate::{self, Output, PatchType};
 use crate::resources::Resource;
@@ -80,7 +82,7 @@ pub async fn patch(
     }
     let (stored, created, json) = api
         .registry
-        .guaranteed_update_encoded(res, ns, name, &opts, |current| {
+        .guaranteed_update_encoded(res, ns, name, &opts, serves_stored_json(res, out), |current| {
             let Some(current) = current else {
                 if !create_ok {
                     return Err(ApiError::not_found(&res.group, &res.plural, name));

@@ -297,37 +297,23 @@ impl Registry {
     where
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
     {
-        self.update_loop(res, ns, name, opts, change, false)
+        self.guaranteed_update_encoded(res, ns, name, opts, false, change)
             .await
             .map(|(v, created, _)| (v, created))
     }
 
-    /// [`Registry::guaranteed_update`], also giving the stored object as
-    /// JSON (as [`Registry::create_encoded`] does) when this call wrote it.
+    /// [`Registry::guaranteed_update`]; with `encode`, also the stored object
+    /// as JSON (as [`Registry::create_encoded`] gives it) when this call wrote
+    /// it. Splicing the resourceVersion into those bytes costs a scan of the
+    /// object, which callers answering in another form skip.
     pub async fn guaranteed_update_encoded<F>(
         &self,
         res: &Resource,
         ns: Option<&str>,
         name: &str,
         opts: &WriteOptions,
-        change: F,
-    ) -> Result<(Value, bool, Option<Bytes>), ApiError>
-    where
-        F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
-    {
-        self.update_loop(res, ns, name, opts, change, true).await
-    }
-
-    /// The loop behind both: `encode` asks for the stored JSON, which costs a
-    /// scan of the object that callers answering with `Value`s skip.
-    async fn update_loop<F>(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        opts: &WriteOptions,
-        mut change: F,
         encode: bool,
+        mut change: F,
     ) -> Result<(Value, bool, Option<Bytes>), ApiError>
     where
         F: FnMut(Option<&Value>) -> Result<Value, ApiError>,

@@ -126,7 +126,7 @@ pub async fn serve(
         name,
         filter,
         out,
-        plain: out == Output::Json && !convert::needs_conversion(&res),
+        plain: crate::handler::serves_stored_json(&res, out),
         include_object: q.get("includeObject").unwrap_or("Metadata").to_string(),
         sent_columns: false,
         buf: Vec::new(),
