@@ -36,10 +36,13 @@ pub(crate) const META_COMPACTED: &str = "compacted";
 
 /// Most requests folded into one commit; bounds commit latency and memory.
 const MAX_BATCH: usize = 2048;
-/// See [`Options::commit_interval`]. A commit costs about a millisecond of
-/// CPU and disk whatever it holds, so under load this bounds commits to a
-/// few hundred a second while adding at most this much to a write's latency.
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(3);
+/// See [`Options::commit_interval`]. A commit costs most of a millisecond of
+/// CPU whatever it holds (page writes, fsync, waking every waiter and
+/// watcher), so under steady load this bounds commits to a hundred a second
+/// while adding at most this much to a write's latency.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(10);
+/// See [`Options::commit_gap`].
+pub const DEFAULT_COMMIT_GAP: Duration = Duration::from_micros(500);
 /// Most compacted records removed per transaction, so that reclaiming a large
 /// compaction never stalls writers for long.
 const DELETES_PER_TXN: usize = 4096;
@@ -88,6 +91,10 @@ pub struct Options {
     /// commit and one fsync carry more writes under load; a write after a
     /// quiet spell commits at once. Zero commits whatever has queued.
     pub commit_interval: Duration,
+    /// A waiting batch commits early once no write has arrived for this
+    /// long and the process was mostly idle meanwhile: every busy writer is
+    /// then waiting on this commit, and waiting longer only adds latency.
+    pub commit_gap: Duration,
 }
 
 impl Default for Options {
@@ -96,6 +103,7 @@ impl Default for Options {
             durability: Durability::Fsync,
             compaction: Some(CompactionPolicy::default()),
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            commit_gap: DEFAULT_COMMIT_GAP,
         }
     }
 }
@@ -187,7 +195,11 @@ impl EmbeddedStore {
             requests: rx,
             pending_deletes: pending,
             durability: options.durability,
-            commit_interval: options.commit_interval,
+            pacing: Pacing {
+                interval: options.commit_interval,
+                gap: options.commit_gap,
+                cpu: process_cpu,
+            },
             last_commit: None,
             last_batch: 0,
         };
@@ -681,16 +693,40 @@ async fn auto_compact(
     }
 }
 
+/// How the writer spaces its commits under concurrent load.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    /// Longest a batch waits for more writes, from the start of the last
+    /// commit.
+    interval: Duration,
+    /// A quiet spell this long ends the wait unless the process spent at
+    /// least half of it on CPU: a busy server is still producing writes
+    /// (this batch will carry them), an idle one has every writer waiting
+    /// on this commit already.
+    gap: Duration,
+    /// CPU time used by the whole process so far.
+    cpu: fn() -> Option<Duration>,
+}
+
+fn process_cpu() -> Option<Duration> {
+    use nix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    Some(Duration::new(
+        u64::try_from(t.tv_sec()).ok()?,
+        u32::try_from(t.tv_nsec()).ok()?,
+    ))
+}
+
 /// Adds what is queued to `batch`. When writes come concurrently (this batch
-/// or the last held more than one), waits for more until `interval` has
-/// passed since `last_commit`. A lone writer waiting on each answer never
-/// waits here.
+/// or the last held more than one), keeps gathering while they arrive or
+/// the process is busy, until `pacing.interval` has passed since
+/// `last_commit`. A lone writer waiting on each answer never waits here.
 fn gather(
     requests: &std_mpsc::Receiver<Request>,
     batch: &mut Vec<Request>,
     last_commit: Option<Instant>,
     last_batch: usize,
-    interval: Duration,
+    pacing: Pacing,
 ) {
     let mut deadline = None;
     while batch.len() < MAX_BATCH {
@@ -703,7 +739,7 @@ fn gather(
             Err(std_mpsc::TryRecvError::Empty) => {}
         }
         if deadline.is_none() && (batch.len() > 1 || last_batch > 1) {
-            deadline = last_commit.map(|t| t + interval);
+            deadline = last_commit.map(|t| t + pacing.interval);
         }
         let Some(wait) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
             return;
@@ -711,9 +747,19 @@ fn gather(
         if wait.is_zero() {
             return;
         }
-        match requests.recv_timeout(wait) {
+        let slice = wait.min(pacing.gap);
+        let cpu_before = (pacing.cpu)();
+        match requests.recv_timeout(slice) {
             Ok(r) => batch.push(r),
-            Err(_) => return,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                let used = (pacing.cpu)()
+                    .zip(cpu_before)
+                    .map(|(now, before)| now.saturating_sub(before));
+                if used.is_none_or(|u| u < slice / 2) {
+                    return;
+                }
+            }
         }
     }
 }
@@ -724,7 +770,7 @@ struct Writer {
     requests: std_mpsc::Receiver<Request>,
     pending_deletes: VecDeque<Revision>,
     durability: Durability,
-    commit_interval: Duration,
+    pacing: Pacing,
     /// When the last commit started, and how many requests it held.
     last_commit: Option<Instant>,
     last_batch: usize,
@@ -763,7 +809,7 @@ impl Writer {
                     &mut batch,
                     self.last_commit,
                     self.last_batch,
-                    self.commit_interval,
+                    self.pacing,
                 );
             }
             self.last_commit = Some(Instant::now());
@@ -1121,6 +1167,25 @@ impl Writer {
 mod tests {
     use super::*;
 
+    fn pacing(interval_s: u64, gap_s: u64) -> Pacing {
+        Pacing {
+            interval: Duration::from_secs(interval_s),
+            gap: Duration::from_secs(gap_s),
+            cpu: idle,
+        }
+    }
+
+    fn idle() -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+
+    /// A process clock that runs a second ahead at every reading.
+    fn busy() -> Option<Duration> {
+        static SECONDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let s = SECONDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Duration::from_secs(s))
+    }
+
     fn compact_request() -> Request {
         let (reply, _) = oneshot::channel();
         Request::Compact { revision: 1, reply }
@@ -1134,7 +1199,7 @@ mod tests {
         let started = Instant::now();
         // The last commit held one request and just started: a long
         // interval must still not delay this one.
-        gather(&rx, &mut batch, Some(started), 1, Duration::from_secs(30));
+        gather(&rx, &mut batch, Some(started), 1, pacing(30, 30));
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(10));
     }
@@ -1150,7 +1215,7 @@ mod tests {
         });
         let mut batch = Vec::new();
         let started = Instant::now();
-        gather(&rx, &mut batch, Some(started), 2, Duration::from_secs(2));
+        gather(&rx, &mut batch, Some(started), 2, pacing(2, 2));
         sender.join().unwrap();
         // The request sent 50 ms later joined, and the wait ended at the
         // interval although the channel stayed open.
@@ -1160,8 +1225,40 @@ mod tests {
         let mut next = Vec::new();
         tx.send(compact_request()).unwrap();
         let again = Instant::now();
-        gather(&rx, &mut next, Some(started), 2, Duration::from_secs(2));
+        gather(&rx, &mut next, Some(started), 2, pacing(2, 2));
         assert_eq!(next.len(), 1);
         assert!(again.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_quiet_gap_in_an_idle_process_ends_the_wait() {
+        let (tx, rx) = std_mpsc::channel();
+        tx.send(compact_request()).unwrap();
+        tx.send(compact_request()).unwrap();
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        // Two concurrent writes, then nothing while the process is idle:
+        // the batch goes after the gap, not after the 30 s interval.
+        let quiet = Pacing {
+            interval: Duration::from_secs(30),
+            gap: Duration::from_millis(20),
+            cpu: idle,
+        };
+        gather(&rx, &mut batch, Some(started), 2, quiet);
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The same quiet spell in a busy process waits to the interval.
+        tx.send(compact_request()).unwrap();
+        tx.send(compact_request()).unwrap();
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        let busy = Pacing {
+            interval: Duration::from_millis(300),
+            cpu: busy,
+            ..quiet
+        };
+        gather(&rx, &mut batch, Some(started), 2, busy);
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }

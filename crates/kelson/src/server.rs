@@ -53,6 +53,10 @@ pub struct ServerArgs {
     /// commit, in milliseconds (a tuning knob, like etcd's batch interval)
     #[arg(long, hide = true, env = "KELSON_STORE_COMMIT_INTERVAL_MS", value_parser = parse_interval_ms)]
     pub store_commit_interval_ms: Option<std::time::Duration>,
+    /// How long a gathering commit waits for the next concurrent write
+    /// before it goes ahead anyway, in milliseconds
+    #[arg(long, hide = true, env = "KELSON_STORE_COMMIT_GAP_MS", value_parser = parse_interval_ms)]
+    pub store_commit_gap_ms: Option<std::time::Duration>,
     #[command(flatten)]
     pub agent: crate::node_args::NodeArgs,
 }
@@ -204,6 +208,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut store_options = Options::default();
     if let Some(interval) = args.store_commit_interval_ms {
         store_options.commit_interval = interval;
+    }
+    if let Some(gap) = args.store_commit_gap_ms {
+        store_options.commit_gap = gap;
     }
     let store = EmbeddedStore::open(&path, store_options)
         .await
