@@ -116,7 +116,11 @@ async fn client_from_parsed(
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     tune(&mut config, component)?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::util::MapResponseLayer::new(
+            crate::trim::trim_response,
+        ))
+        .build())
 }
 
 /// Settings for a component talking to a nearby API server.

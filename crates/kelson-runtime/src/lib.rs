@@ -7,6 +7,7 @@
 //!   component's User-Agent.
 //! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease.
 //! - [`events`]: core/v1 Event recorder with upstream's deduplication.
+//! - [`trim`]: managedFields cut from responses before they are decoded.
 //! - [`shutdown_on_signals`], [`CancellationToken`], [`hostname`].
 //! - `testing` (cargo feature `testing`): an in-process API server for
 //!   tests.
@@ -17,6 +18,7 @@ pub mod events;
 pub mod leader;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trim;
 
 pub use client::{
     client_from_kubeconfig, client_from_kubeconfig_yaml, client_from_pem, ClientError,

@@ -3,3 +3,4 @@
 
 mod events;
 mod leader_election;
+mod trim;
