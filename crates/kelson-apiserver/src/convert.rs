@@ -36,6 +36,18 @@ pub fn from_storage(res: &Resource, mut obj: Value) -> Value {
     obj
 }
 
+/// `obj` (as stored) the way `res` serves it: borrowed when the stored form
+/// already is that, as for most resources.
+pub fn served<'a>(res: &Resource, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+    let typed = obj.get("kind").and_then(Value::as_str) == Some(res.kind.as_str())
+        && obj.get("apiVersion").and_then(Value::as_str) == Some(res.api_version().as_str());
+    if typed && !needs_conversion(res) {
+        std::borrow::Cow::Borrowed(obj)
+    } else {
+        std::borrow::Cow::Owned(from_storage(res, obj.clone()))
+    }
+}
+
 /// Whether objects of `res` need converting on the way out.
 pub fn needs_conversion(res: &Resource) -> bool {
     res.group != res.storage.0 || res.version != res.storage_version

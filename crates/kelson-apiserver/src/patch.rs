@@ -101,8 +101,9 @@ pub async fn patch(
                 strategy::apply_defaults(res, &mut obj);
                 return Ok(convert::to_storage(res, obj));
             };
-            let served = convert::from_storage(res, current.clone());
-            let current_rv = meta::resource_version(&served).map(String::from);
+            let served = convert::served(res, current);
+            let served = served.as_ref();
+            let current_rv = meta::resource_version(served).map(String::from);
             let mut patched = match kind {
                 PatchType::Json => {
                     let p: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -120,11 +121,11 @@ pub async fn patch(
                 }
                 PatchType::Strategic => {
                     let def = definition.unwrap_or_default();
-                    strategic::strategic_merge(&served, &patch, def).map_err(|e| {
+                    strategic::strategic_merge(served, &patch, def).map_err(|e| {
                         ApiError::new(e.http_status(), if e.http_status() == 422 { "Invalid" } else { "BadRequest" }, e.to_string())
                     })?
                 }
-                PatchType::Apply => crate::fieldmanager::apply(res, sub, Some(&served), &patch, &manager, force)?,
+                PatchType::Apply => crate::fieldmanager::apply(res, sub, Some(served), &patch, &manager, force)?,
             };
             if !patched.is_object() {
                 return Err(ApiError::bad_request("the patch produced something that is not an object"));
@@ -137,7 +138,7 @@ pub async fn patch(
             }
             strategy::apply_defaults(res, &mut patched);
             if kind != PatchType::Apply {
-                crate::fieldmanager::track_update(res, sub, Some(&served), &mut patched, &manager);
+                crate::fieldmanager::track_update(res, sub, Some(served), &mut patched, &manager);
             }
             let patched = convert::to_storage(res, patched);
             Ok(strategy::merge_update(res, sub, patched, current))

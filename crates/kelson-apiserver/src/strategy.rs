@@ -71,17 +71,55 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
 pub fn merge_update(res: &Resource, sub: &str, mut new: Value, old: &Value) -> Value {
     match sub {
         "status" => {
-            let mut out = old.clone();
-            if let (Some(o), Some(status)) = (out.as_object_mut(), new.get("status")) {
-                o.insert("status".into(), status.clone());
+            let Some(old_obj) = old.as_object() else {
+                return old.clone();
+            };
+            // What the status writer decides: the status, its own
+            // managedFields entry (recorded against the old object), and
+            // the resourceVersion, a precondition. Everything else stays as
+            // stored; old's status and managedFields are not copied only to
+            // be replaced.
+            let status = new.as_object_mut().and_then(|o| o.remove("status"));
+            let new_meta = new.get_mut("metadata").and_then(Value::as_object_mut);
+            let (mut managed, mut rv) = match new_meta {
+                Some(m) => (
+                    m.remove("managedFields"),
+                    m.remove("resourceVersion").filter(Value::is_string),
+                ),
+                None => (None, None),
+            };
+            let mut out = serde_json::Map::new();
+            for (k, v) in old_obj {
+                let v = match (k.as_str(), v) {
+                    ("status", _) if status.is_some() => continue,
+                    ("metadata", Value::Object(m)) => {
+                        let mut meta = serde_json::Map::new();
+                        for (mk, mv) in m {
+                            let replaced = match mk.as_str() {
+                                "managedFields" => managed.is_some(),
+                                "resourceVersion" => true,
+                                _ => false,
+                            };
+                            if !replaced {
+                                meta.insert(mk.clone(), mv.clone());
+                            }
+                        }
+                        if let Some(mf) = managed.take() {
+                            meta.insert("managedFields".into(), mf);
+                        }
+                        if let Some(rv) = rv.take() {
+                            meta.insert("resourceVersion".into(), rv);
+                        }
+                        Value::Object(meta)
+                    }
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), v);
             }
-            // The client's resourceVersion is a precondition; keep it.
-            if let Some(rv) = meta::resource_version(&new).map(String::from) {
-                meta_mut(&mut out).insert("resourceVersion".into(), json!(rv));
-            } else {
-                meta_mut(&mut out).remove("resourceVersion");
+            if let Some(status) = status {
+                out.insert("status".into(), status);
             }
-            out
+            Value::Object(out)
         }
         _ => {
             if res.has_status() || is(res, "", "namespaces") {

@@ -26,33 +26,60 @@ const MAX_DEPTH: usize = 256;
 
 /// `doc` without the managedFields member of any object found under a
 /// `metadata` key, or `None` when there is nothing to cut or `doc` is not
-/// well-formed JSON.
+/// well-formed JSON up to the last cut.
 pub fn strip_managed_fields(doc: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(doc, b"\"managedFields\"")?;
+    let cuts = find_cuts(doc)?;
+    let mut out = Vec::with_capacity(doc.len());
+    apply_cuts(doc, &cuts, &mut out);
+    Some(out)
+}
+
+/// The byte ranges of `doc` to cut, if any (and `doc` reads well).
+fn find_cuts(doc: &[u8]) -> Option<Vec<(usize, usize)>> {
+    // Forward search is vectorised, reverse search is not; a document holds
+    // one occurrence per object.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"managedFields\""));
+    let last = FINDER.find_iter(doc).last()?;
     let mut scan = Scanner {
         src: doc,
         pos: 0,
+        last,
+        done: false,
+        cutting: false,
         cuts: Vec::new(),
     };
     scan.value(false, 0)?;
-    scan.ws();
-    if scan.pos != doc.len() || scan.cuts.is_empty() {
-        return None;
+    // Past the last occurrence nothing more can be cut; the rest is left
+    // for the decoder to judge.
+    if !scan.done {
+        scan.ws();
+        if scan.pos != doc.len() {
+            return None;
+        }
     }
-    let mut out = Vec::with_capacity(doc.len());
+    (!scan.cuts.is_empty()).then_some(scan.cuts)
+}
+
+fn apply_cuts(doc: &[u8], cuts: &[(usize, usize)], out: &mut Vec<u8>) {
     let mut from = 0;
-    for (start, end) in scan.cuts {
+    for &(start, end) in cuts {
         out.extend_from_slice(&doc[from..start]);
         from = end;
     }
     out.extend_from_slice(&doc[from..]);
-    Some(out)
 }
 
 /// A JSON reader that only finds positions: the byte ranges to cut.
 struct Scanner<'a> {
     src: &'a [u8],
     pos: usize,
+    /// Where the last `"managedFields"` in the document starts.
+    last: usize,
+    /// Set once the reader is past `last`: it stops there.
+    done: bool,
+    /// Inside a value being cut (whose key may be the last occurrence).
+    cutting: bool,
     cuts: Vec<(usize, usize)>,
 }
 
@@ -65,6 +92,14 @@ impl Scanner<'_> {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
         }
+    }
+
+    /// True (and stop) once nothing is left to find.
+    fn finished(&mut self) -> bool {
+        if self.pos > self.last && !self.cutting {
+            self.done = true;
+        }
+        self.done
     }
 
     fn value(&mut self, is_meta: bool, depth: usize) -> Option<()> {
@@ -116,6 +151,9 @@ impl Scanner<'_> {
         }
         loop {
             self.value(false, depth + 1)?;
+            if self.finished() {
+                return Some(());
+            }
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -150,7 +188,12 @@ impl Scanner<'_> {
                 return None;
             }
             self.pos += 1;
+            self.cutting |= cut;
             self.value(child_meta, depth + 1)?;
+            self.cutting &= !cut;
+            if self.done {
+                return Some(());
+            }
             let end = self.pos;
             self.ws();
             let next = self.peek()?;
@@ -163,11 +206,16 @@ impl Scanner<'_> {
                         self.pos += 1;
                         self.ws();
                         self.cuts.push((member, self.pos));
-                        comma = None;
+                        if self.finished() {
+                            return Some(());
+                        }
                         continue;
                     }
                     (None, _) => self.cuts.push((member, end)),
                 }
+            }
+            if self.finished() {
+                return Some(());
             }
             match next {
                 b',' => {
@@ -221,27 +269,33 @@ pub fn trim_response<B>(res: http::Response<B>) -> http::Response<TrimBody<B>> {
 /// `lines` (each ending in a newline, or the final remainder) with every
 /// line trimmed.
 fn trim_lines(lines: Bytes) -> Bytes {
-    let mut out: Option<Vec<u8>> = None;
-    let mut from = 0;
-    for line in lines.split_inclusive(|&c| c == b'\n') {
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        if let Some(trimmed) = strip_managed_fields(body) {
-            let out = out.get_or_insert_with(|| {
-                let mut v = Vec::with_capacity(lines.len());
-                v.extend_from_slice(&lines[..from]);
-                v
-            });
-            out.extend_from_slice(&trimmed);
-            out.extend_from_slice(&line[body.len()..]);
-        } else if let Some(out) = out.as_mut() {
-            out.extend_from_slice(line);
+    let mut out = Vec::new();
+    // `lines[..copied]` is in `out` already (cut where needed).
+    let mut copied = 0;
+    let mut at = 0;
+    let ends = memchr::memchr_iter(b'\n', &lines).map(|i| i + 1);
+    for end in ends.chain(std::iter::once(lines.len())) {
+        if end <= at {
+            continue;
         }
-        from += line.len();
+        let line = &lines[at..end];
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if let Some(cuts) = find_cuts(body) {
+            if out.is_empty() {
+                out.reserve(lines.len());
+            }
+            out.extend_from_slice(&lines[copied..at]);
+            apply_cuts(body, &cuts, &mut out);
+            out.extend_from_slice(&line[body.len()..]);
+            copied = at + line.len();
+        }
+        at += line.len();
     }
-    match out {
-        Some(v) => Bytes::from(v),
-        None => lines,
+    if copied == 0 {
+        return lines;
     }
+    out.extend_from_slice(&lines[copied..]);
+    Bytes::from(out)
 }
 
 impl<B> Body for TrimBody<B>
@@ -402,12 +456,21 @@ mod tests {
         let out = strip_managed_fields(spaced).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, json!({"metadata": {"name": "a"}}));
+        // Damage before the last cut: passed on as it is.
         for bad in [
             &b"{\"metadata\": {\"managedFields\": [1}}"[..],
-            b"{\"metadata\": {\"managedFields\": [1]}",
-            b"{\"metadata\": {\"managedFields\": [1]}} x",
+            b"{\"metadata\": {\"name\" \"a\", \"managedFields\": [1]}}",
+            b"{\"metadata\": {\"managedFields\" [1]}}",
         ] {
             assert_eq!(strip_managed_fields(bad), None);
+        }
+        // Damage after it is not looked for, and stays for the decoder.
+        for bad in [
+            &b"{\"metadata\": {\"managedFields\": [1]}"[..],
+            b"{\"metadata\": {\"managedFields\": [1]}} x",
+        ] {
+            let out = strip_managed_fields(bad).unwrap();
+            assert!(serde_json::from_slice::<Value>(&out).is_err());
         }
         let deep = format!(
             "{{\"metadata\":{{\"managedFields\":{}1{}}}}}",
