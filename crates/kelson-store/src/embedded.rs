@@ -747,18 +747,26 @@ fn gather(
         if wait.is_zero() {
             return;
         }
+        // Sleeping rather than waiting on the channel spares every sender
+        // a wake-up of this thread (a futex call and a context switch per
+        // write); what arrived meanwhile is drained after.
         let slice = wait.min(pacing.gap);
         let cpu_before = (pacing.cpu)();
-        match requests.recv_timeout(slice) {
-            Ok(r) => batch.push(r),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                let used = (pacing.cpu)()
-                    .zip(cpu_before)
-                    .map(|(now, before)| now.saturating_sub(before));
-                if used.is_none_or(|u| u < slice / 2) {
-                    return;
-                }
+        let had = batch.len();
+        std::thread::sleep(slice);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        if batch.len() == had {
+            let used = (pacing.cpu)()
+                .zip(cpu_before)
+                .map(|(now, before)| now.saturating_sub(before));
+            if used.is_none_or(|u| u < slice / 2) {
+                return;
             }
         }
     }
