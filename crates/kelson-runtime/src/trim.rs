@@ -9,9 +9,11 @@
 //! managedFields keeps the stored ones (upstream's rule), so cutting them
 //! from objects a component later writes back loses nothing.
 //!
-//! Only `application/json` bodies are touched (lists, objects and watch
-//! streams, one JSON document per line); anything that does not parse is
-//! passed on unchanged for kube-rs to report.
+//! Only `application/json` bodies without a content encoding are touched
+//! (lists, objects and watch streams, one JSON document per line). A line
+//! the scanner cannot follow up to its last managedFields is passed on
+//! unchanged; damage after that point is not looked for and stays for
+//! kube-rs to report.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
