@@ -86,10 +86,11 @@ pub struct Options {
     pub durability: Durability,
     /// `None` turns automatic compaction off.
     pub compaction: Option<CompactionPolicy>,
-    /// Least time between the starts of two commits. A write that arrives
-    /// sooner waits, with everything else that arrives meanwhile, so one
-    /// commit and one fsync carry more writes under load; a write after a
-    /// quiet spell commits at once. Zero commits whatever has queued.
+    /// Longest time between the starts of two commits while concurrent
+    /// writes keep a busy process gathering: everything that arrives
+    /// meanwhile shares one commit and one fsync. A write after a quiet
+    /// spell commits at once, and [`Options::commit_gap`] can end the wait
+    /// early. Zero commits whatever has queued.
     pub commit_interval: Duration,
     /// A waiting batch commits early once no write has arrived for this
     /// long and the process was mostly idle meanwhile: every busy writer is
@@ -729,14 +730,9 @@ fn gather(
     pacing: Pacing,
 ) {
     let mut deadline = None;
-    while batch.len() < MAX_BATCH {
-        match requests.try_recv() {
-            Ok(r) => {
-                batch.push(r);
-                continue;
-            }
-            Err(std_mpsc::TryRecvError::Disconnected) => return,
-            Err(std_mpsc::TryRecvError::Empty) => {}
+    loop {
+        if !drain(requests, batch) || batch.len() >= MAX_BATCH {
+            return;
         }
         if deadline.is_none() && (batch.len() > 1 || last_batch > 1) {
             deadline = last_commit.map(|t| t + pacing.interval);
@@ -754,12 +750,8 @@ fn gather(
         let cpu_before = (pacing.cpu)();
         let had = batch.len();
         std::thread::sleep(slice);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(std_mpsc::TryRecvError::Empty) => break,
-                Err(std_mpsc::TryRecvError::Disconnected) => return,
-            }
+        if !drain(requests, batch) {
+            return;
         }
         if batch.len() == had {
             let used = (pacing.cpu)()
@@ -770,6 +762,19 @@ fn gather(
             }
         }
     }
+}
+
+/// Moves what is queued into `batch`, up to [`MAX_BATCH`]; false once every
+/// sender is gone.
+fn drain(requests: &std_mpsc::Receiver<Request>, batch: &mut Vec<Request>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(std_mpsc::TryRecvError::Empty) => return true,
+            Err(std_mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 /// The single writer: owns every mutation of the file and the index.
